@@ -1,0 +1,1 @@
+"""Connectors: files (JSON Lines, CSV, Parquet) and more."""

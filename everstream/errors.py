@@ -1,0 +1,86 @@
+"""The one exception tree of everstream.
+
+Every error raised on purpose by everstream derives from :class:`EverstreamError`. Errors caused by
+the caller's input also derive from :class:`ValueError` or :class:`TypeError`, so generic handlers
+keep working. Messages name the topic, partition and offset involved and say what to do.
+"""
+
+from __future__ import annotations
+
+
+class EverstreamError(Exception):
+    """Root of every error raised by everstream."""
+
+
+class ConfigError(EverstreamError, ValueError):
+    """An argument or setting is invalid (bad name, zero partitions, unknown option)."""
+
+
+class TopicError(EverstreamError):
+    """A topic-level problem."""
+
+
+class UnknownTopicError(TopicError, KeyError):
+    """The topic does not exist."""
+
+    def __init__(self, topic: str, hint: str = "") -> None:
+        self.topic = topic
+        msg = f"topic {topic!r} does not exist"
+        msg += f"; {hint}" if hint else f"; create it first: everstream topics create {topic}"
+        super().__init__(msg)
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0])
+
+
+class TopicExistsError(TopicError, ValueError):
+    """The topic already exists (and exist_ok was not given)."""
+
+
+class SchemaError(EverstreamError, TypeError):
+    """A record or table does not match the topic's declared schema."""
+
+
+class RecordTooLargeError(EverstreamError, ValueError):
+    """A record is larger than the log accepts."""
+
+
+class LogClosedError(EverstreamError):
+    """The log, producer or consumer was used after close()."""
+
+
+class StorageError(EverstreamError):
+    """The storage under a log failed (disk full, I/O error, locked database)."""
+
+
+class CorruptBatchError(StorageError):
+    """A stored batch failed its checksum or could not be decoded; it is never served."""
+
+    def __init__(self, topic: str, partition: int, first: int, last: int, reason: str) -> None:
+        self.topic, self.partition, self.first, self.last = topic, partition, first, last
+        super().__init__(
+            f"corrupt batch in topic {topic!r} partition {partition} offsets {first}..{last}: "
+            f"{reason}. It is not served. Run `everstream log check` to list every damaged "
+            f"batch, then `everstream log check --repair` to drop them (their records are lost: "
+            f"re-produce them from the source) or restore the data directory from a backup."
+        )
+
+
+class ProducerError(EverstreamError):
+    """A background flush failed; the records it carried were not acknowledged."""
+
+
+class ConsumerError(EverstreamError):
+    """Consumer misuse or failure."""
+
+
+class CommitFailedError(ConsumerError):
+    """Offsets could not be committed because the partition now belongs to another member."""
+
+
+class OffsetOutOfRangeError(ConsumerError, ValueError):
+    """A seek or a position points outside the partition's stored offsets."""
+
+
+class BrokerError(EverstreamError):
+    """The Kafka broker is unreachable or refused a request."""

@@ -1,0 +1,113 @@
+"""Stored record batches: Arrow IPC payloads with a CRC-32, and the metadata columns of a poll.
+
+A stored payload holds the user's columns plus ``_timestamp`` and ``_key`` (and ``_headers`` when
+any record had headers, ``_offset`` when compaction left gaps). Offsets are otherwise implicit:
+``base_offset + row``. Consumers get batches with every column of ``META_COLUMNS`` added.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from everstream.log.contract import (
+    KEY_COL,
+    OFFSET_COL,
+    PARTITION_COL,
+    TIMESTAMP_COL,
+    TOPIC_COL,
+)
+
+_WRITE_OPTIONS = {
+    "none": ipc.IpcWriteOptions(compression=None),
+    # use_threads=False: same bytes, ~15% faster for 10,000-event batches (thread hand-off costs
+    # more than it saves on 2 cores)
+    "lz4": ipc.IpcWriteOptions(compression="lz4", use_threads=False),
+    "zstd": ipc.IpcWriteOptions(compression=pa.Codec("zstd", compression_level=1), use_threads=False),
+}
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """A batch ready to be stored: payload bytes plus what the index needs."""
+
+    payload: bytes
+    crc: int
+    count: int
+    min_ts: int
+    max_ts: int
+
+
+def checksum(payload: bytes | memoryview) -> int:
+    return zlib.crc32(payload) & 0xFFFFFFFF
+
+
+def encode(batch: pa.RecordBatch, compression: str = "lz4") -> EncodedBatch:
+    """Serialize a batch (which must hold ``_timestamp``) as one Arrow IPC stream."""
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, batch.schema, options=_WRITE_OPTIONS[compression]) as writer:
+        writer.write_batch(batch)
+    payload = sink.getvalue().to_pybytes()
+    if batch.num_rows:
+        ts = batch.column(TIMESTAMP_COL).cast(pa.int64())
+        ints = np.asarray(ts.fill_null(0) if ts.null_count else ts)
+    else:
+        ints = np.zeros(1, np.int64)
+    return EncodedBatch(payload, checksum(payload), batch.num_rows, int(ints.min()), int(ints.max()))
+
+
+def decode(payload: bytes) -> pa.RecordBatch:
+    """Deserialize a stored payload (checksum already verified by the caller)."""
+    reader = ipc.open_stream(pa.py_buffer(payload))
+    batches = list(reader)
+    if len(batches) != 1:
+        raise ValueError(f"payload holds {len(batches)} record batches, expected 1")
+    return batches[0]
+
+
+def with_metadata(
+    stored: pa.RecordBatch, topic: str, partition: int, base_offset: int
+) -> pa.RecordBatch:
+    """Add ``_topic``, ``_partition`` and ``_offset`` to a stored batch (order: user, meta)."""
+    n = stored.num_rows
+    names = stored.schema.names
+    cols = []
+    fields = []
+    if OFFSET_COL in names:
+        offsets = stored.column(OFFSET_COL)
+    else:
+        offsets = pa.array(np.arange(base_offset, base_offset + n, dtype=np.int64))
+    for i, name in enumerate(names):
+        if name in (OFFSET_COL, TIMESTAMP_COL, KEY_COL):
+            continue
+        if name.startswith("_"):  # _headers: kept after the user's columns
+            continue
+        cols.append(stored.column(i))
+        fields.append(stored.schema.field(i))
+    topic_col = pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(n, dtype=np.int32)), pa.array([topic], pa.string())
+    )
+    meta = [
+        (pa.field(TOPIC_COL, topic_col.type), topic_col),
+        (pa.field(PARTITION_COL, pa.int32()), pa.array(np.full(n, partition, dtype=np.int32))),
+        (pa.field(OFFSET_COL, pa.int64()), offsets),
+        (stored.schema.field(TIMESTAMP_COL), stored.column(TIMESTAMP_COL)),
+        (stored.schema.field(KEY_COL), stored.column(KEY_COL)),
+    ]
+    for i, name in enumerate(names):
+        if name.startswith("_") and name not in (OFFSET_COL, TIMESTAMP_COL, KEY_COL):
+            meta.append((stored.schema.field(i), stored.column(i)))
+    for f, c in meta:
+        fields.append(f)
+        cols.append(c)
+    return pa.RecordBatch.from_arrays(cols, schema=pa.schema(fields))
+
+
+def offsets_of(stored: pa.RecordBatch, base_offset: int) -> np.ndarray:
+    if OFFSET_COL in stored.schema.names:
+        return np.asarray(stored.column(OFFSET_COL))
+    return np.arange(base_offset, base_offset + stored.num_rows, dtype=np.int64)

@@ -1,0 +1,362 @@
+"""The embedded log's producer: per-partition buffers, group commit, linger, dead letters."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from everstream.errors import ConfigError, LogClosedError, ProducerError, SchemaError
+from everstream.log import batch as batchcodec
+from everstream.log.contract import (
+    DEFAULT_MAX_RECORD_BYTES,
+    Key,
+    Producer,
+    TopicSpec,
+    dead_letter_topic,
+)
+from everstream.log.embedded.store import Store, TopicRow, now_ms
+from everstream.log.partitioner import (
+    key_bytes,
+    keys_to_binary,
+    partition_for,
+    partitions_for_column,
+)
+from everstream.log.records import (
+    DEAD_LETTER_SCHEMA,
+    DeadLetter,
+    add_meta,
+    batch_timestamps,
+    conform,
+    dead_letter_batch,
+    oversize_rows,
+    raw_json,
+    rows_to_batch,
+    timestamp_ms,
+    to_arrow_table,
+)
+from everstream.schema.arrow import record_to_dict
+
+if TYPE_CHECKING:
+    from everstream.log.embedded.log import EmbeddedLog
+
+_KEY_CACHE_MAX = 100_000
+
+
+@dataclass
+class _Topic:
+    row: TopicRow
+    schema: pa.Schema | None  # declared, or inferred from the first batch this producer wrote
+    declared: bool
+    partitions: int
+    key_partition: dict[bytes, int] = field(default_factory=dict)
+    sticky: int = 0
+
+
+@dataclass
+class _Pending:
+    values: list[Mapping[str, Any]] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    ts: list[int] = field(default_factory=list)
+    headers: list[Mapping[str, bytes] | None] | None = None
+
+
+class EmbeddedProducer(Producer):
+    """Buffers records per partition; a linger thread and ``flush()`` write them in one commit."""
+
+    def __init__(
+        self,
+        log: EmbeddedLog,
+        linger_ms: float = 5.0,
+        batch_events: int = 10_000,
+        max_buffered: int = 500_000,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    ) -> None:
+        if linger_ms < 0 or batch_events < 1 or max_buffered < batch_events:
+            raise ConfigError(
+                f"producer: linger_ms={linger_ms} must be >= 0, batch_events={batch_events} >= 1, "
+                f"max_buffered={max_buffered} >= batch_events"
+            )
+        self._log = log
+        self._store = Store(log.data_dir, log.durability)
+        self._linger = linger_ms / 1000.0
+        self._batch_events = batch_events
+        self._max_buffered = max_buffered
+        self._max_record_bytes = max_record_bytes
+        self._topics: dict[str, _Topic] = {}
+        self._buf: dict[tuple[str, int], _Pending] = {}
+        self._buffered = 0
+        self._lock = threading.Lock()  # guards _buf/_buffered
+        self._drain_lock = threading.Lock()  # one writer at a time
+        self._wake = threading.Event()
+        self._closed = False
+        self._error: BaseException | None = None
+        self._dead = 0
+        self._produced = 0
+        self._last_maintenance = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="everstream-producer", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def dead_letters(self) -> int:
+        return self._dead
+
+    @property
+    def produced(self) -> int:
+        """Records written durably by this producer."""
+        return self._produced
+
+    def send(
+        self,
+        topic: str,
+        value: Mapping[str, Any] | Any,
+        key: Key = None,
+        timestamp: int | float | datetime | None = None,
+        headers: Mapping[str, str | bytes] | None = None,
+    ) -> None:
+        if self._error is not None or self._closed:
+            self._raise_state()
+        t = self._topics.get(topic) or self._load(topic)
+        rec = value if type(value) is dict else record_to_dict(value)
+        kb = key if type(key) is bytes or key is None else key_bytes(key)
+        if kb is None:
+            if t.row.spec.compact:
+                raise ConfigError(
+                    f"topic {topic!r} is compacted (latest value per key): every record needs a key"
+                )
+            p = t.sticky
+        else:
+            p = t.key_partition.get(kb, -1)
+            if p < 0:
+                p = partition_for(kb, t.partitions)
+                if len(t.key_partition) < _KEY_CACHE_MAX:
+                    t.key_partition[kb] = p
+        ts = time.time_ns() // 1_000_000 if timestamp is None else timestamp_ms(timestamp, 0)
+        with self._lock:
+            pend = self._buf.get((topic, p))
+            if pend is None:
+                pend = self._buf[(topic, p)] = _Pending()
+            pend.values.append(rec)
+            pend.keys.append(kb)
+            pend.ts.append(ts)
+            if headers or pend.headers is not None:
+                if pend.headers is None:
+                    pend.headers = [None] * (len(pend.values) - 1)
+                pend.headers.append(
+                    {k: v.encode() if isinstance(v, str) else bytes(v) for k, v in headers.items()}
+                    if headers
+                    else None
+                )
+            self._buffered += 1
+            full = len(pend.values) >= self._batch_events
+            over = self._buffered >= self._max_buffered
+        if full and not self._wake.is_set():  # Event.set() costs ~1.5 us; once per batch is enough
+            self._wake.set()
+        if over:
+            self._drain()
+
+    def send_batch(
+        self, topic: str, table: Any, key: str | None = None, timestamp: str | pa.Array | None = None
+    ) -> int:
+        if self._error is not None or self._closed:
+            self._raise_state()
+        t = self._topics.get(topic) or self._load(topic)
+        tab = to_arrow_table(table)
+        n = tab.num_rows
+        if n == 0:
+            return 0
+        if key and key not in tab.column_names:
+            raise SchemaError(f"send_batch to {topic!r}: key column {key!r} not in {tab.column_names}")
+        keys = tab.column(key) if key else None
+        ts = batch_timestamps(tab, timestamp, topic)
+        if t.declared and t.schema is not None:
+            tab = conform(tab, t.schema, topic)
+        if keys is None and t.row.spec.compact:
+            raise ConfigError(f"topic {topic!r} is compacted: send_batch needs key=<column>")
+        if keys is not None:
+            parts = partitions_for_column(keys, t.partitions)
+            keyarr = _as_binary(keys)
+            nulls = parts < 0
+            if nulls.any():
+                parts[nulls] = t.sticky
+        else:
+            parts = np.full(n, t.sticky, dtype=np.int32)
+            keyarr = pa.nulls(n, pa.binary())
+        full = pa.RecordBatch.from_arrays(
+            [c.chunk(0) if c.num_chunks == 1 else c.combine_chunks() for c in tab.columns],
+            schema=tab.schema,
+        )
+        stored = add_meta(full, ts, keyarr, None)
+        out: list[tuple[_Topic, int, pa.RecordBatch]] = []
+        uniq = np.unique(parts) if keys is not None else parts[:1]  # no key: one (sticky) partition
+        for p in uniq:
+            sel = stored.filter(pa.array(parts == p)) if len(uniq) > 1 else stored
+            for start in range(0, sel.num_rows, max(self._batch_events, 1)):
+                out.append((t, int(p), sel.slice(start, self._batch_events)))
+        self._flush_first()
+        self._write(out, [])
+        t.sticky = (t.sticky + 1) % t.partitions
+        return n
+
+    def send_dead_letters(self, topic: str, letters: Sequence[DeadLetter]) -> None:
+        if self._error is not None or self._closed:
+            self._raise_state()
+        if letters:
+            self._flush_first()
+            self._write([], [(topic, d) for d in letters])
+
+    def flush(self, timeout: float | None = None) -> None:
+        del timeout  # the embedded log writes synchronously: flush returns when durable
+        if self._error is not None:
+            self._raise_state()
+        self._drain()
+        if self._error is not None:
+            self._raise_state()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            if self._error is None:
+                self._drain()
+        finally:
+            self._closed = True
+            self._wake.set()
+            self._thread.join(timeout=5)
+            self._store.close()
+        if self._error is not None:
+            self._raise_state()
+
+    # ------------------------------------------------------------------ internals
+
+    def _raise_state(self) -> None:
+        if self._error is not None:
+            raise ProducerError(
+                f"a previous write failed, so records sent since the last successful flush were "
+                f"not acknowledged: {self._error}. Create a new producer and re-send them."
+            ) from self._error
+        raise LogClosedError("producer is closed")
+
+    def _load(self, topic: str) -> _Topic:
+        row = self._store.topic(topic)
+        t = _Topic(row, row.spec.schema, row.spec.schema is not None, row.spec.partitions)
+        t.sticky = int.from_bytes(np.random.bytes(2), "little") % t.partitions
+        self._topics[topic] = t
+        return t
+
+    def _flush_first(self) -> None:
+        """Keep per-partition order: buffered single records go before a later batch."""
+        if self._buffered:
+            self._drain()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self._linger if self._linger > 0 else 0.001)
+            self._wake.clear()
+            if self._closed:
+                break
+            try:
+                self._drain()
+                if time.monotonic() - self._last_maintenance > self._log.maintenance_interval_s:
+                    self._last_maintenance = time.monotonic()
+                    self._log.maintain(list(self._topics), store=self._store)
+            except BaseException as e:  # surfaced on the next send/flush: never silent
+                self._error = e
+                return
+
+    def _drain(self) -> None:
+        with self._drain_lock:
+            with self._lock:
+                if not self._buf:
+                    return
+                bufs, self._buf = self._buf, {}
+                self._buffered = 0
+            for name in {tp[0] for tp in bufs}:
+                t = self._topics[name]
+                t.sticky = (t.sticky + 1) % t.partitions
+            out: list[tuple[_Topic, int, pa.RecordBatch]] = []
+            dead: list[tuple[str, DeadLetter]] = []
+            for (name, p), pend in bufs.items():
+                t = self._topics[name]
+                batch = self._build(t, p, pend, dead)
+                if batch is not None:
+                    out.append((t, p, batch))
+            try:
+                self._write(out, dead)
+            except BaseException as e:
+                self._error = e
+                raise
+
+    def _build(
+        self, t: _Topic, p: int, pend: _Pending, dead: list[tuple[str, DeadLetter]]
+    ) -> pa.RecordBatch | None:
+        name = t.row.spec.name
+        batch, good, bad, schema = rows_to_batch(pend.values, t.schema, strict=t.declared)
+        if not t.declared:
+            t.schema = schema
+        for i, err in bad:
+            dead.append((name, DeadLetter(name, err, raw_json(pend.values[i]), key=pend.keys[i])))
+        if batch is None:
+            return None
+        if len(good) == len(pend.values):
+            ts, keys, hdrs = pend.ts, pend.keys, pend.headers
+        else:
+            ts = [pend.ts[i] for i in good]
+            keys = [pend.keys[i] for i in good]
+            hdrs = None if pend.headers is None else [pend.headers[i] for i in good]
+        stored = add_meta(batch, np.asarray(ts, dtype=np.int64), keys, hdrs)
+        big = oversize_rows(batch, self._max_record_bytes)
+        if len(big):
+            for i in big:
+                dead.append((name, DeadLetter(
+                    name, f"record over the size limit of {self._max_record_bytes} bytes",
+                    raw_json(pend.values[good[i]])[:4096], key=keys[i],
+                )))
+            keep = np.ones(batch.num_rows, dtype=bool)
+            keep[big] = False
+            stored = stored.filter(pa.array(keep))
+        return stored if stored.num_rows else None
+
+    def _write(
+        self, out: list[tuple[_Topic, int, pa.RecordBatch]], dead: list[tuple[str, DeadLetter]]
+    ) -> None:
+        encoded = [
+            (t, p, batchcodec.encode(b, t.row.spec.compression)) for t, p, b in out if b.num_rows
+        ]
+        dlq: list[tuple[int, int, batchcodec.EncodedBatch]] = []
+        if dead:
+            stamp = now_ms()
+            by_topic = {
+                name: [d for n, d in dead if n == name] for name in dict.fromkeys(n for n, _ in dead)
+            }
+            for name, letters in by_topic.items():
+                row = self._store.find_topic(dead_letter_topic(name)) or self._store.create_topic(
+                    TopicSpec(dead_letter_topic(name), 1, schema=DEAD_LETTER_SCHEMA), exist_ok=True
+                )
+                dlq.append((row.id, 0, batchcodec.encode(dead_letter_batch(letters, stamp))))
+        if not encoded and not dlq:
+            return
+        try:
+            with self._store.write() as con:
+                for t, p, enc in encoded:
+                    self._store.append(con, t.row.id, p, enc)
+                for tid, p, enc in dlq:
+                    self._store.append(con, tid, p, enc)
+        except sqlite3.Error as e:
+            raise self._store.storage_error(e, "appending batches") from e
+        self._produced += sum(enc.count for _, _, enc in encoded)
+        self._dead += len(dead)
+
+
+def _as_binary(keys: pa.ChunkedArray | pa.Array) -> pa.Array:
+    arr = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    return keys_to_binary(arr)

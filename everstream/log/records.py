@@ -1,0 +1,274 @@
+"""Turning what users send (dicts, tables) into record batches, and bad records into dead letters.
+
+Shared by every Log implementation: the embedded log stores these batches; the Kafka log
+encodes their rows as messages.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from everstream.errors import ConfigError, SchemaError
+from everstream.log.contract import (
+    HEADERS_COL,
+    HEADERS_TYPE,
+    KEY_COL,
+    META_COLUMNS,
+    TIMESTAMP_COL,
+    TIMESTAMP_TYPE,
+)
+
+#: Schema of every dead-letter topic ``<topic>.dlq``.
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        pa.field("source_topic", pa.string()),
+        pa.field("source_partition", pa.int32()),
+        pa.field("source_offset", pa.int64()),
+        pa.field("source_line", pa.int64()),
+        pa.field("error", pa.string()),
+        pa.field("raw", pa.binary()),
+    ]
+)
+
+
+@dataclass
+class DeadLetter:
+    """A record that could not be stored or decoded, with why and where it came from."""
+
+    source_topic: str
+    error: str
+    raw: bytes
+    source_partition: int | None = None
+    source_offset: int | None = None
+    source_line: int | None = None
+    key: bytes | None = None
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "source_topic": self.source_topic,
+            "source_partition": self.source_partition,
+            "source_offset": self.source_offset,
+            "source_line": self.source_line,
+            "error": self.error,
+            "raw": self.raw,
+        }
+
+
+def dead_letter_batch(letters: Sequence[DeadLetter], now_ms: int) -> pa.RecordBatch:
+    """The dead letters as a stored batch of the dead-letter topic."""
+    batch = pa.RecordBatch.from_pylist([d.row() for d in letters], schema=DEAD_LETTER_SCHEMA)
+    return add_meta(batch, np.full(len(letters), now_ms, np.int64), [d.key for d in letters], None)
+
+
+def timestamp_ms(ts: int | float | datetime | None, now_ms: int) -> int:
+    """A record timestamp as epoch milliseconds (ints and floats are taken as milliseconds)."""
+    if ts is None:
+        return now_ms
+    if isinstance(ts, datetime):
+        return int(ts.timestamp() * 1000)
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+        return int(ts)
+    raise ConfigError(f"timestamp {ts!r}: pass epoch milliseconds (int) or a datetime")
+
+
+def raw_json(value: Any) -> bytes:
+    try:
+        return json.dumps(value, default=str).encode()
+    except (TypeError, ValueError):
+        return repr(value).encode()
+
+
+def add_meta(
+    batch: pa.RecordBatch,
+    ts_ms: np.ndarray | pa.Array,
+    keys: Sequence[bytes | None] | pa.Array,
+    headers: Sequence[Mapping[str, bytes] | None] | None,
+) -> pa.RecordBatch:
+    """Append ``_timestamp``, ``_key`` (and ``_headers``) to a user batch, as stored."""
+    clash = [n for n in batch.schema.names if n in META_COLUMNS]
+    if clash:
+        raise SchemaError(f"field names {clash} are reserved for record metadata; rename them")
+    ts = ts_ms if isinstance(ts_ms, pa.Array) else pa.array(ts_ms, pa.int64())
+    if ts.type != TIMESTAMP_TYPE:
+        ts = ts.cast(pa.int64()).cast(TIMESTAMP_TYPE)
+    key_arr = keys if isinstance(keys, pa.Array) else pa.array(keys, pa.binary())
+    cols = [*batch.columns, ts, key_arr]
+    fields = [*batch.schema, pa.field(TIMESTAMP_COL, TIMESTAMP_TYPE), pa.field(KEY_COL, pa.binary())]
+    if headers is not None and any(h for h in headers):
+        hdr = pa.array(
+            [None if not h else [(k, _hbytes(v)) for k, v in h.items()] for h in headers],
+            HEADERS_TYPE,
+        )
+        cols.append(hdr)
+        fields.append(pa.field(HEADERS_COL, HEADERS_TYPE))
+    return pa.RecordBatch.from_arrays(cols, schema=pa.schema(fields))
+
+
+def _hbytes(v: str | bytes) -> bytes:
+    return v.encode() if isinstance(v, str) else bytes(v)
+
+
+def oversize_rows(batch: pa.RecordBatch, limit: int) -> np.ndarray:
+    """Row indexes whose variable-width cells add up to more than ``limit`` bytes."""
+    varwidth = [c for c in batch.columns if _is_varwidth(c.type)]
+    if sum(c.nbytes for c in varwidth) <= limit:  # no row can hold more than the whole batch
+        return np.zeros(0, dtype=np.int64)
+    total = np.zeros(batch.num_rows, dtype=np.int64)
+    found = False
+    for col in batch.columns:
+        t = col.type
+        if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t):
+            total += np.asarray(pc.binary_length(col).fill_null(0), dtype=np.int64)
+            found = True
+    if not found:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(total > limit)
+
+
+def _is_varwidth(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t)
+
+
+def rows_to_batch(rows: Sequence[Mapping[str, Any]], schema: pa.Schema | None, strict: bool) -> tuple[pa.RecordBatch | None, list[int], list[tuple[int, str]], pa.Schema | None]:
+    """Convert dict rows to a batch; isolate rows that do not fit ``schema`` (bisection).
+
+    ``strict``: the schema is declared, so unknown fields are errors too. Returns the batch of
+    good rows, their indexes, the bad rows with their error, and the schema used.
+    """
+    n = len(rows)
+    if schema is None:
+        schema = _infer_schema(rows)
+    bad: list[tuple[int, str]] = []
+    names = set(schema.names)
+    widen = not strict and not all(map(names.issuperset, rows))
+    if strict:
+        if not all(map(names.issuperset, rows)):
+            for i, r in enumerate(rows):
+                extra = sorted(set(r) - names)
+                if extra:
+                    bad.append((i, f"fields {extra} are not in the topic schema ({schema_text(schema)})"))
+    try:
+        if bad or widen:  # widen: from_pylist(schema=...) would silently drop the new fields
+            raise ValueError
+        return pa.RecordBatch.from_pylist(list(rows), schema=schema), list(range(n)), [], schema
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError, OverflowError):
+        pass
+    if not strict:  # an inferred schema may just be too narrow: infer from every row
+        try:  # every field any row has (from_pylist would keep only the first row's fields)
+            every = list(dict.fromkeys(k for r in rows for k in r))
+            batch = pa.RecordBatch.from_pydict({k: [r.get(k) for r in rows] for k in every})
+            return batch, list(range(n)), [], batch.schema
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError, OverflowError):
+            pass
+    bad_idx = {i for i, _ in bad}
+    good: list[int] = []
+    _bisect(rows, [i for i in range(n) if i not in bad_idx], schema, good, bad)
+    good.sort()
+    bad.sort()
+    batch = pa.RecordBatch.from_pylist([rows[i] for i in good], schema=schema) if good else None
+    return batch, good, bad, schema
+
+
+def _infer_schema(rows: Sequence[Mapping[str, Any]]) -> pa.Schema:
+    """Types of an undeclared topic's batch, from a sample (or the first row if the sample disagrees)."""
+    for sample in (rows[:256], rows[:1]):
+        try:
+            schema = pa.RecordBatch.from_pylist(list(sample)).schema
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError, OverflowError):
+            continue
+        return pa.schema([f.with_type(pa.float64()) if pa.types.is_null(f.type) else f for f in schema])
+    return pa.schema([])
+
+
+def _bisect(
+    rows: Sequence[Mapping[str, Any]], idx: list[int], schema: pa.Schema,
+    good: list[int], bad: list[tuple[int, str]],
+) -> None:
+    if not idx:
+        return
+    try:
+        pa.RecordBatch.from_pylist([rows[i] for i in idx], schema=schema)
+        good.extend(idx)
+        return
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError, OverflowError) as e:
+        if len(idx) == 1:
+            bad.append((idx[0], f"does not match the topic schema ({schema_text(schema)}): {e}"))
+            return
+    mid = len(idx) // 2
+    _bisect(rows, idx[:mid], schema, good, bad)
+    _bisect(rows, idx[mid:], schema, good, bad)
+
+
+def schema_text(schema: pa.Schema) -> str:
+    return ", ".join(f"{f.name}: {f.type}" for f in schema)
+
+
+def to_arrow_table(table: Any) -> pa.Table:
+    """Accept a pyarrow Table/RecordBatch, a Polars DataFrame or a pandas DataFrame."""
+    if isinstance(table, pa.Table):
+        return table
+    if isinstance(table, pa.RecordBatch):
+        return pa.Table.from_batches([table])
+    to_arrow = getattr(table, "to_arrow", None)  # polars
+    if to_arrow is not None:
+        out = to_arrow()
+        return out if isinstance(out, pa.Table) else pa.Table.from_batches([out])
+    if type(table).__module__.startswith("pandas"):
+        return pa.Table.from_pandas(table, preserve_index=False)
+    raise SchemaError(
+        f"send_batch takes a pyarrow Table/RecordBatch, a polars or pandas DataFrame, not {type(table).__name__}"
+    )
+
+
+def conform(table: pa.Table, schema: pa.Schema, topic: str) -> pa.Table:
+    """Cast a table to the topic's declared schema, or raise a SchemaError naming the column."""
+    missing = [n for n in schema.names if n not in table.column_names]
+    extra = [n for n in table.column_names if n not in schema.names]
+    if extra:
+        raise SchemaError(f"topic {topic!r}: columns {extra} are not in the topic schema ({schema_text(schema)})")
+    cols = []
+    for f in schema:
+        if f.name in missing:
+            cols.append(pa.nulls(table.num_rows, f.type))
+            continue
+        col = table.column(f.name)
+        if col.type != f.type:
+            try:
+                col = col.cast(f.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+                raise SchemaError(
+                    f"topic {topic!r}: column {f.name!r} of type {col.type} does not convert to {f.type}: {e}"
+                ) from e
+        cols.append(col)
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def batch_timestamps(table: pa.Table, timestamp: str | pa.Array | pa.ChunkedArray | None, topic: str) -> pa.Array:
+    """Epoch-ms int64 timestamps for ``send_batch``: a column name, an array, or now."""
+    n = table.num_rows
+    if timestamp is None:
+        return pa.array(np.full(n, time.time_ns() // 1_000_000, dtype=np.int64))
+    if isinstance(timestamp, str):
+        if timestamp not in table.column_names:
+            raise SchemaError(f"send_batch to {topic!r}: timestamp column {timestamp!r} not in {table.column_names}")
+        col = table.column(timestamp).combine_chunks()
+    else:
+        col = timestamp.combine_chunks() if isinstance(timestamp, pa.ChunkedArray) else timestamp
+        if len(col) != n:
+            raise SchemaError(f"send_batch to {topic!r}: {len(col)} timestamps for {n} rows")
+    if pa.types.is_timestamp(col.type):
+        return col.cast(pa.timestamp("ms", tz=col.type.tz)).cast(pa.int64())
+    if pa.types.is_integer(col.type):
+        return col.cast(pa.int64())
+    raise SchemaError(
+        f"send_batch to {topic!r}: timestamp column of type {col.type}: use a timestamp column or epoch ms"
+    )
