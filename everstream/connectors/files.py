@@ -158,12 +158,15 @@ def _csv(
             # row.number counts lines of the text we passed, the header being line 1
             if row.number is not None:
                 idx = row.number - 2
-                invalid.add(idx)
-                n, raw = kept[idx]
-                dead.append(DeadLetter(
-                    topic, f"CSV row has {row.actual_columns} fields, the header has {row.expected_columns}",
-                    raw, source_line=n,
-                ))
+            else:
+                text_b = row.text.encode()
+                idx = next((i for i, (_, raw) in enumerate(kept) if raw == text_b and i not in invalid), -1)
+            n, raw = kept[idx] if idx >= 0 else (None, row.text.encode())
+            invalid.add(idx)
+            dead.append(DeadLetter(
+                topic, f"CSV row has {row.actual_columns} fields, the header has {row.expected_columns}",
+                raw, source_line=n,
+            ))
             return "skip"
 
         text = header_raw.rstrip(b"\r\n") + b"\n" + b"\n".join(line for _, line in kept) + b"\n"
@@ -172,6 +175,7 @@ def _csv(
             table = pacsv.read_csv(
                 io.BytesIO(text),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+                read_options=pacsv.ReadOptions(use_threads=False),
                 convert_options=pacsv.ConvertOptions(column_types=types or {}, strings_can_be_null=False),
             )
             rows_idx = [i for i in range(len(kept)) if i not in invalid]
@@ -192,6 +196,7 @@ def _csv_slow(
     table = pacsv.read_csv(
         io.BytesIO(text),
         parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),  # type: ignore[arg-type]
+        read_options=pacsv.ReadOptions(use_threads=False),
         convert_options=pacsv.ConvertOptions(column_types={h: pa.string() for h in header}),
     )
     rows_idx = [i for i in range(len(kept)) if i not in invalid]
