@@ -77,7 +77,9 @@ def _log() -> Log:
 def _global(
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", envvar="EVERSTREAM_DATA", help="Embedded log directory [default: ./everstream-data]"),
+        typer.Option(
+            "--data-dir", envvar="EVERSTREAM_DATA", help="Embedded log directory [default: ./everstream-data]"
+        ),
     ] = None,
     broker: Annotated[
         str | None,
@@ -198,7 +200,9 @@ def produce(
                 if table.num_rows:
                     for field in (key, time_field):
                         if field and field not in table.column_names:
-                            raise ConfigError(f"--key/--time field {field!r} is not in the input ({table.column_names})")
+                            raise ConfigError(
+                                f"--key/--time field {field!r} is not in the input ({table.column_names})"
+                            )
                     ms = None
                     if time_field:
                         ms = timestamps_ms(table.column(time_field))

@@ -154,7 +154,12 @@ def _csv(
             continue
         invalid: set[int] = set()
 
-        def on_invalid(row: pacsv.InvalidRow) -> str:
+        def on_invalid(
+            row: pacsv.InvalidRow,
+            kept: list[tuple[int, bytes]] = kept,
+            invalid: set[int] = invalid,
+            dead: list[DeadLetter] = dead,
+        ) -> str:
             # row.number counts lines of the text we passed, the header being line 1
             if row.number is not None:
                 idx = row.number - 2
@@ -224,9 +229,9 @@ def _csv_slow(
                 reasons.setdefault(i, f"column {name!r}: {v!r} is not a valid {target}")
                 converted.append(None)
         cols[name] = pa.array(converted, target)
-    for i in np.flatnonzero(bad):
-        n, raw = kept[rows_idx[i]]
-        dead.append(DeadLetter(topic, reasons[int(i)], raw, source_line=n))
+    for j in np.flatnonzero(bad):
+        line_no, raw = kept[rows_idx[int(j)]]
+        dead.append(DeadLetter(topic, reasons[int(j)], raw, source_line=line_no))
     out = pa.table(cols).filter(pa.array(~bad))
     return out, [r for i, r in enumerate(rows_idx) if not bad[i]]
 

@@ -268,7 +268,14 @@ class Log(ABC):
         return any(t.name == name for t in self.list_topics())
 
     @abstractmethod
-    def producer(self, *, linger_ms: float = 5.0, batch_events: int = 10_000) -> Producer: ...
+    def producer(
+        self,
+        *,
+        linger_ms: float = 5.0,
+        batch_events: int = 10_000,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    ) -> Producer:
+        """A producer; records over ``max_record_bytes`` go to the topic's dead-letter topic."""
 
     @abstractmethod
     def consumer(
@@ -277,7 +284,10 @@ class Log(ABC):
         *,
         start: StartAt = "earliest",
         auto_commit: bool = False,
-    ) -> Consumer: ...
+        session_timeout_ms: int = 10_000,
+        heartbeat_ms: int = 1_000,
+    ) -> Consumer:
+        """A consumer, in ``group`` when given (then ``subscribe``), else ``assign`` partitions."""
 
     @abstractmethod
     def close(self) -> None: ...

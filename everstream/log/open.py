@@ -19,7 +19,8 @@ def open_log(broker: str | None = None, data_dir: str | os.PathLike[str] | None 
     if url.startswith("kafka://"):
         from everstream.log.kafka import KafkaLog  # imported lazily: librdkafka is optional here
 
-        return KafkaLog(url.removeprefix("kafka://"))
+        kafka_log: Log = KafkaLog(url.removeprefix("kafka://"))
+        return kafka_log
     raise ConfigError(
         f"unknown broker {url!r}: use 'embedded' (default, data in --data-dir) or kafka://host:port"
     )

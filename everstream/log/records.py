@@ -135,10 +135,15 @@ def oversize_rows(batch: pa.RecordBatch, limit: int) -> np.ndarray:
 
 
 def _is_varwidth(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t)
+    return bool(
+        pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t)
+    )
 
 
-def rows_to_batch(rows: Sequence[Mapping[str, Any]], schema: pa.Schema | None, strict: bool) -> tuple[pa.RecordBatch | None, list[int], list[tuple[int, str]], pa.Schema | None]:
+Converted = tuple[pa.RecordBatch | None, list[int], list[tuple[int, str]], pa.Schema]
+
+
+def rows_to_batch(rows: Sequence[Mapping[str, Any]], schema: pa.Schema | None, strict: bool) -> Converted:
     """Convert dict rows to a batch; isolate rows that do not fit ``schema`` (bisection).
 
     ``strict``: the schema is declared, so unknown fields are errors too. Returns the batch of
@@ -149,15 +154,14 @@ def rows_to_batch(rows: Sequence[Mapping[str, Any]], schema: pa.Schema | None, s
         schema = _infer_schema(rows)
     bad: list[tuple[int, str]] = []
     names = set(schema.names)
-    widen = not strict and not all(map(names.issuperset, rows))
-    if strict:
-        if not all(map(names.issuperset, rows)):
-            for i, r in enumerate(rows):
-                extra = sorted(set(r) - names)
-                if extra:
-                    bad.append((i, f"fields {extra} are not in the topic schema ({schema_text(schema)})"))
+    fits = all(map(names.issuperset, rows))  # from_pylist(schema=...) silently drops other fields
+    if strict and not fits:
+        for i, r in enumerate(rows):
+            extra = sorted(set(r) - names)
+            if extra:
+                bad.append((i, f"fields {extra} are not in the topic schema ({schema_text(schema)})"))
     try:
-        if bad or widen:  # widen: from_pylist(schema=...) would silently drop the new fields
+        if bad or not fits:  # undeclared topic with new fields: widen the schema below
             raise ValueError
         return pa.RecordBatch.from_pylist(list(rows), schema=schema), list(range(n)), [], schema
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError, OverflowError):

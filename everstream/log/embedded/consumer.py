@@ -246,7 +246,7 @@ class EmbeddedConsumer(Consumer):
         if batchcodec.checksum(sb.payload) != sb.crc:
             raise CorruptBatchError(name, tp[1], sb.base_offset, sb.last_offset, "checksum mismatch")
         try:
-            batch = batchcodec.decode(sb.payload)
+            batch = batchcodec.decode(sb.payload, self._topics_by_name[name].spec.compression)
         except (pa.ArrowInvalid, ValueError, OSError) as e:
             raise CorruptBatchError(name, tp[1], sb.base_offset, sb.last_offset, f"undecodable: {e}") from e
         if batch.num_rows != sb.count:

@@ -61,8 +61,8 @@ class EmbeddedLog(Log):
         *,
         linger_ms: float = 5.0,
         batch_events: int = 10_000,
-        max_buffered: int = 500_000,
         max_record_bytes: int = 1 << 20,
+        max_buffered: int = 500_000,
     ) -> EmbeddedProducer:
         return EmbeddedProducer(self, linger_ms, batch_events, max_buffered, max_record_bytes)
 

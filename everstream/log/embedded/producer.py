@@ -17,6 +17,7 @@ from everstream.errors import ConfigError, LogClosedError, ProducerError, Schema
 from everstream.log import batch as batchcodec
 from everstream.log.contract import (
     DEFAULT_MAX_RECORD_BYTES,
+    META_COLUMNS,
     Key,
     Producer,
     TopicSpec,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from everstream.log.embedded.log import EmbeddedLog
 
 _KEY_CACHE_MAX = 100_000
+_RESERVED = frozenset(META_COLUMNS)
 
 
 @dataclass
@@ -171,7 +173,7 @@ class EmbeddedProducer(Producer):
             self._raise_state()
         t = self._topics.get(topic) or self._load(topic)
         tab = to_arrow_table(table)
-        n = tab.num_rows
+        n = int(tab.num_rows)
         if n == 0:
             return 0
         if key and key not in tab.column_names:
@@ -301,6 +303,8 @@ class EmbeddedProducer(Producer):
     ) -> pa.RecordBatch | None:
         name = t.row.spec.name
         batch, good, bad, schema = rows_to_batch(pend.values, t.schema, strict=t.declared)
+        if batch is not None and not _RESERVED.isdisjoint(batch.schema.names):
+            return self._build_without_reserved(t, p, pend, dead)
         if not t.declared:
             t.schema = schema
         for i, err in bad:
@@ -325,6 +329,25 @@ class EmbeddedProducer(Producer):
             keep[big] = False
             stored = stored.filter(pa.array(keep))
         return stored if stored.num_rows else None
+
+    def _build_without_reserved(
+        self, t: _Topic, p: int, pend: _Pending, dead: list[tuple[str, DeadLetter]]
+    ) -> pa.RecordBatch | None:
+        """Dead-letter the records using metadata field names (``_key``...), build the rest."""
+        name = t.row.spec.name
+        rest = _Pending(headers=None if pend.headers is None else [])
+        for i, v in enumerate(pend.values):
+            clash = sorted(_RESERVED.intersection(v))
+            if clash:
+                err = f"field names {clash} are reserved for record metadata; rename them"
+                dead.append((name, DeadLetter(name, err, raw_json(v), key=pend.keys[i])))
+                continue
+            rest.values.append(v)
+            rest.keys.append(pend.keys[i])
+            rest.ts.append(pend.ts[i])
+            if rest.headers is not None and pend.headers is not None:
+                rest.headers.append(pend.headers[i])
+        return self._build(t, p, rest, dead) if rest.values else None
 
     def _write(
         self, out: list[tuple[_Topic, int, pa.RecordBatch]], dead: list[tuple[str, DeadLetter]]
