@@ -136,7 +136,22 @@ class TopicInfo:
         }
 
 
-class Producer(ABC):
+class Closeable(ABC):
+    """Something to close; usable as a context manager."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class Producer(Closeable):
     """Buffers records into batches and writes them to the log.
 
     ``send`` returns at once; records become durable when ``flush`` returns (or a linger tick
@@ -185,16 +200,8 @@ class Producer(ABC):
     def close(self) -> None:
         """Flush and release resources."""
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class Consumer(ABC):
+class Consumer(Closeable):
     """Reads record batches from topic partitions, alone or as a member of a consumer group."""
 
     @abstractmethod
@@ -237,16 +244,8 @@ class Consumer(ABC):
     def close(self) -> None:
         """Leave the group and release resources."""
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class Log(ABC):
+class Log(Closeable):
     """A partitioned, durable, append-only log: topics, producers, consumers."""
 
     #: "embedded" or "kafka"
@@ -291,11 +290,3 @@ class Log(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

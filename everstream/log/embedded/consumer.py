@@ -180,6 +180,7 @@ class EmbeddedConsumer(Consumer):
             if self._member is not None and time.monotonic() >= self._next_check:
                 if self._member.error is not None or self._member.needs_rebalance():
                     self._apply_rebalance()
+                    version = -1  # our own commits do not move data_version: fetch anew
                 else:
                     self._next_check = time.monotonic() + self._heartbeat_ms / 1000.0
             v = self._store.data_version()
