@@ -4,7 +4,7 @@ A seeded simulator writes trades into the ``trades`` topic (keyed by symbol). Tw
 read them independently, as a trading firm's downstream systems would:
 
 - ``risk`` (two members sharing the partitions): gross notional and position per account;
-- ``surveillance`` (one member): large trades (notional over 2,500,000) per symbol.
+- ``surveillance`` (one member): large trades (notional over 2,000,000) per symbol.
 
 A Rich live view shows the produce rate, each group's rate and lag, until Ctrl-C or ``duration``.
 """
@@ -29,7 +29,7 @@ from everstream.log.contract import Consumer, Log, TopicSpec
 from everstream.log.open import open_log
 
 TOPIC = "trades"
-LARGE_NOTIONAL = 2_500_000.0
+LARGE_NOTIONAL = 2_000_000.0
 
 
 @dataclass
