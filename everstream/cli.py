@@ -102,6 +102,9 @@ def topics_create(
     retention_bytes: Annotated[str | None, typer.Option(help="Keep at most this much per partition, e.g. 1GiB")] = None,
     compression: Annotated[str, typer.Option(help="lz4 (default), zstd or none")] = "lz4",
     if_missing: Annotated[bool, typer.Option("--if-missing", help="No error if it exists")] = False,
+    replication_factor: Annotated[int | None, typer.Option(
+        "--replication-factor", help="Kafka only: copies of each partition [default: min(3, brokers)]"
+    )] = None,
 ) -> None:
     """Create a topic."""
     spec = TopicSpec(
@@ -111,7 +114,14 @@ def topics_create(
         compression=compression,  # type: ignore[arg-type]
     )
     with _log() as log:
-        info = log.create_topic(spec, exist_ok=if_missing)
+        if replication_factor is not None:
+            from everstream.log.kafka import KafkaLog
+
+            if not isinstance(log, KafkaLog):
+                raise ConfigError("--replication-factor applies to Kafka topics (--broker kafka://host:port)")
+            info = log.create_topic(spec, exist_ok=if_missing, replication_factor=replication_factor)
+        else:
+            info = log.create_topic(spec, exist_ok=if_missing)
     err.print(f"topic [bold]{info.name}[/] with {info.spec.partitions} partition(s)")
 
 
@@ -305,7 +315,10 @@ def log_check(
 
     log = _log()
     if not isinstance(log, EmbeddedLog):
-        raise ConfigError("log check applies to the embedded log (Kafka checks its own segments)")
+        raise ConfigError(
+            "log check applies to the embedded log only: a Kafka broker verifies its own segments (CRCs) and "
+            "replicas; use Kafka's tools (kafka-dump-log.sh, kafka-log-dirs.sh) there"
+        )
     with log:
         checked, damage = log.check(repair=repair)
     for d in damage:
@@ -323,9 +336,39 @@ def log_maintain() -> None:
 
     log = _log()
     if not isinstance(log, EmbeddedLog):
-        raise ConfigError("log maintain applies to the embedded log")
+        raise ConfigError(
+            "log maintain applies to the embedded log only: on Kafka the broker applies retention and "
+            "compaction itself (topic configs retention.ms, retention.bytes, cleanup.policy)"
+        )
     with log:
         print(json.dumps(log.maintain()))
+
+
+# ---------------------------------------------------------------------- run
+
+
+@app.command()
+def run(
+    pipeline: Annotated[Path, typer.Argument(help="Python file that defines `app = es.App(...)`")],
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Stop once the inputs are drained and every window has fired")
+    ] = False,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
+    app_name: Annotated[str | None, typer.Option("--app", help="Name of the App variable (default: app)")] = None,
+    metrics: Annotated[bool, typer.Option("--metrics", help="Add per-step metrics to the JSON summary")] = False,
+) -> None:
+    """Run the stream-processing app defined in PIPELINE (Ctrl-C stops it cleanly)."""
+    from everstream.engine.loader import load_app
+
+    pipeline_app = load_app(pipeline, app_name)
+    with _log() as log:
+        err.print(f"running app [bold]{pipeline_app.name}[/] from {pipeline}"
+                  + (" until idle" if until_idle else " (Ctrl-C stops)"))
+        result = pipeline_app.run(log, until_idle=until_idle, duration=duration)
+    summary = result.to_dict()
+    if metrics:
+        summary["metrics"] = result.metrics
+    print(json.dumps(summary, default=str))
 
 
 # ---------------------------------------------------------------------- demo

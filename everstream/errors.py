@@ -84,3 +84,60 @@ class OffsetOutOfRangeError(ConsumerError, ValueError):
 
 class BrokerError(EverstreamError):
     """The Kafka broker is unreachable or refused a request."""
+
+
+# ---------------------------------------------------------------------- stream engine
+
+
+class EngineError(EverstreamError):
+    """The stream engine failed while running a pipeline."""
+
+
+class PlanError(EngineError, ValueError):
+    """A pipeline definition is invalid (duplicate step id, window without event time, ...)."""
+
+
+class StepError(EngineError):
+    """A step failed on data; names the step and where the data came from, and what to do.
+
+    Attributes: ``step_id``, ``topic``, ``partition``, ``offset`` (first offset involved),
+    ``key`` and ``event_time`` (epoch ms) when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step_id: str,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+        key: bytes | str | None = None,
+        event_time: int | None = None,
+        fix: str = "",
+    ) -> None:
+        self.step_id, self.topic, self.partition, self.offset = step_id, topic, partition, offset
+        self.key, self.event_time = key, event_time
+        where = [f"step {step_id!r}"]
+        if topic is not None:
+            where.append(f"topic {topic!r}")
+        if partition is not None:
+            where.append(f"partition {partition}")
+        if offset is not None:
+            where.append(f"offset {offset}")
+        if key is not None:
+            where.append(f"key {key!r}")
+        if event_time is not None:
+            where.append(f"event time {event_time} ms")
+        text = f"{', '.join(where)}: {message}"
+        if fix:
+            text += f". {fix[:1].upper()}{fix[1:]}"
+        super().__init__(text)
+
+
+class UserFunctionError(StepError):
+    """A user function (map, flat_map, map_batches) raised; ``location`` is its file:line."""
+
+    def __init__(self, message: str, *, location: str, **where: object) -> None:
+        self.location = location
+        super().__init__(message, **where)  # type: ignore[arg-type]

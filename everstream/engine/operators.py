@@ -1,0 +1,446 @@
+"""Operators: what each plan step does to a micro-batch (a Polars DataFrame).
+
+Batches carry the user's columns followed by metadata columns: the log's ``_topic``,
+``_partition``, ``_offset``, ``_timestamp``, ``_key`` and the engine's ``_event_time`` (epoch
+ms) and ``_watermark`` (the watermark in force when the row arrived). Stateless operators keep
+them aligned with the rows; windows use them for lateness, first/last and commit positions.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import polars as pl
+
+from everstream.engine import plan as p
+from everstream.engine import windows as w
+from everstream.engine.aggregates import EVENT_TIME
+from everstream.engine.metrics import StepMetrics
+from everstream.engine.stream import WINDOW_END, WINDOW_START
+from everstream.engine.time import MAX_TIME, PartitionWatermarks, event_time_ms
+from everstream.errors import StepError, UserFunctionError
+from everstream.log.contract import KEY_COL, META_COLUMNS, OFFSET_COL, PARTITION_COL, TOPIC_COL
+
+if TYPE_CHECKING:
+    from everstream.log.records import DeadLetter
+
+WATERMARK = "_watermark"
+INTERNAL = (*META_COLUMNS, EVENT_TIME, WATERMARK)
+_INTERNAL = frozenset(INTERNAL)
+
+_POLARS_ERRORS = (pl.exceptions.PolarsError, TypeError, ValueError)
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """Where a batch came from: an input partition, or a window's firing (topic None)."""
+
+    topic: str | None
+    partition: int | None
+
+
+class Services(Protocol):
+    """What operators need from the runtime."""
+
+    app_name: str
+
+    def dead_letters(self, letters: list[DeadLetter]) -> None: ...
+
+    def late(self, step: p.Window, df: pl.DataFrame) -> None: ...
+
+
+def user_columns(df: pl.DataFrame) -> list[str]:
+    return [c for c in df.columns if c not in _INTERNAL]
+
+
+def first_offset(df: pl.DataFrame) -> int | None:
+    if OFFSET_COL in df.columns and df.height:
+        v = df.get_column(OFFSET_COL).min()
+        return None if v is None else int(v)  # type: ignore[arg-type]
+    return None
+
+
+def fn_location(fn: Callable[..., Any], exc: BaseException | None = None) -> str:
+    """``file:line`` where ``fn`` raised (its innermost frame in fn's file), else where it is defined."""
+    code = getattr(fn, "__code__", None) or getattr(type(fn).__call__, "__code__", None)
+    if code is None:
+        return repr(fn)
+    defined = f"{code.co_filename}:{code.co_firstlineno}"
+    if exc is not None:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == code.co_filename]
+        if frames:
+            return f"{frames[-1].filename}:{frames[-1].lineno} (function {code.co_name} defined at {defined})"
+    return f"{defined} (function {code.co_name})"
+
+
+def dead_letter(ctx: Ctx, step_id: str, row: dict[str, Any], meta: dict[str, Any], error: str) -> DeadLetter:
+    from everstream.log.records import DeadLetter
+
+    key = meta.get(KEY_COL)
+    return DeadLetter(
+        source_topic=str(meta.get(TOPIC_COL) or ctx.topic or ""),
+        error=f"step {step_id!r}: {error}",
+        raw=json.dumps(row, default=str).encode(),
+        source_partition=meta.get(PARTITION_COL, ctx.partition),
+        source_offset=meta.get(OFFSET_COL),
+        key=key if isinstance(key, bytes) else None,
+    )
+
+
+def dead_letters_of(ctx: Ctx, step_id: str, df: pl.DataFrame, errors: list[str] | str) -> list[DeadLetter]:
+    """Dead letters for the rows of ``df`` (bad input only: a Python object per bad row is fine)."""
+    users = df.select(user_columns(df)).to_dicts()
+    metas = df.select([c for c in (TOPIC_COL, PARTITION_COL, OFFSET_COL, KEY_COL) if c in df.columns]).to_dicts()
+    errs = [errors] * len(users) if isinstance(errors, str) else errors
+    return [dead_letter(ctx, step_id, u, m, e) for u, m, e in zip(users, metas, errs, strict=True)]
+
+
+class Operator:
+    """Base: ``process`` one batch; stateless operators return the output batch."""
+
+    def __init__(self, step: p.Step, services: Services) -> None:
+        self.step = step
+        self.services = services
+        self.metrics = StepMetrics(step.step_id, step.kind)
+
+    def process(self, df: pl.DataFrame, ctx: Ctx) -> pl.DataFrame | None:
+        return df
+
+    def error(self, message: str, ctx: Ctx, df: pl.DataFrame | None, fix: str, cause: BaseException) -> StepError:
+        return StepError(
+            f"{message}: {type(cause).__name__}: {' '.join(str(cause).split())}",
+            step_id=self.step.step_id, topic=ctx.topic, partition=ctx.partition,
+            offset=None if df is None else first_offset(df), fix=fix,
+        )
+
+
+class SourceOp(Operator):
+    pass
+
+
+class UnionOp(Operator):
+    pass
+
+
+class WatermarkOp(Operator):
+    """Parses the event-time field; dead-letters rows without a valid time; stamps watermarks."""
+
+    step: p.Watermark
+
+    def __init__(self, step: p.Watermark, services: Services, slots: dict[tuple[str, int], int],
+                 clock: Callable[[], float]) -> None:
+        super().__init__(step, services)
+        self.slots = slots
+        self.tracker = PartitionWatermarks(len(slots), step.max_delay_ms, step.idle_timeout_ms, clock)
+        self.time_zone: str | None = None
+        self.time_dtype_seen = False
+
+    def process(self, df: pl.DataFrame, ctx: Ctx) -> pl.DataFrame | None:
+        f = self.step.field
+        slot = self.slots.get((ctx.topic or "", ctx.partition or 0), 0)
+        if f not in df.columns:
+            self.tracker.observe(slot, None)
+            self._dead(ctx, df, f"event has no time field {f!r} (fields: {user_columns(df)})")
+            return None
+        col = df.get_column(f)
+        if not self.time_dtype_seen:
+            self.time_dtype_seen = True
+            self.time_zone = col.dtype.time_zone if isinstance(col.dtype, pl.Datetime) else "UTC"
+        et = event_time_ms(col)
+        if et.null_count():
+            bad = et.is_null()
+            vals = df.filter(bad).get_column(f).cast(pl.String, strict=False).to_list()
+            self._dead(ctx, df.filter(bad), [f"time field {f!r}: {v!r} is not a time (missing or unparsable)"
+                                              for v in vals])
+            keep = ~bad
+            df, et = df.filter(keep), et.filter(keep)
+            if df.is_empty():
+                self.tracker.observe(slot, None)
+                return None
+        ts = et.to_numpy()
+        wm = self.tracker.row_watermarks(slot, ts)
+        self.tracker.observe(slot, int(ts.max()))
+        return df.with_columns(et.alias(EVENT_TIME), pl.Series(WATERMARK, wm, dtype=pl.Int64))
+
+    def _dead(self, ctx: Ctx, df: pl.DataFrame, errors: list[str] | str) -> None:
+        self.metrics.dead_letters += df.height
+        self.services.dead_letters(dead_letters_of(ctx, self.step.step_id, df, errors))
+
+
+class FilterOp(Operator):
+    step: p.Filter
+
+    def process(self, df: pl.DataFrame, ctx: Ctx) -> pl.DataFrame | None:
+        try:
+            return df.filter(self.step.predicate)
+        except _POLARS_ERRORS as e:
+            raise self.error("the filter expression failed", ctx, df,
+                             f"check its columns and types; the batch has columns {user_columns(df)}", e) from e
+
+
+class SelectOp(Operator):
+    step: p.Select
+
+    def process(self, df: pl.DataFrame, ctx: Ctx) -> pl.DataFrame | None:
+        try:
+            if self.step.keep_columns:
+                return df.with_columns(*self.step.exprs)
+            out = df.select(*self.step.exprs)
+        except _POLARS_ERRORS as e:
+            raise self.error(f"the {self.step.kind} expressions failed", ctx, df,
+                             f"check their columns and types; the batch has columns {user_columns(df)}", e) from e
+        if out.height != df.height:
+            raise StepError(
+                f"select() gave {out.height} rows for {df.height} events", step_id=self.step.step_id,
+                topic=ctx.topic, partition=ctx.partition, offset=first_offset(df),
+                fix="select must keep one row per event; aggregate with .window(...).agg(...) or use map_batches",
+            )
+        return reattach(out, df)
+
+
+def reattach(out: pl.DataFrame, df: pl.DataFrame) -> pl.DataFrame:
+    """Put back metadata columns ``out`` lost (same rows as ``df``)."""
+    lost = [c for c in df.columns if c in _INTERNAL and c not in out.columns]
+    return out.hstack(df.select(lost)) if lost else out
+
+
+class MapBatchesOp(Operator):
+    step: p.MapBatches
+
+    def process(self, df: pl.DataFrame, ctx: Ctx) -> pl.DataFrame | None:
+        fn = self.step.fn
+        try:
+            out = fn(df)
+        except Exception as e:
+            if self.step.on_error == "dead_letter":
+                tb = "".join(traceback.format_exception(e))
+                self.metrics.dead_letters += df.height
+                self.services.dead_letters(dead_letters_of(
+                    ctx, self.step.step_id, df, f"map_batches function raised at {fn_location(fn, e)}:\n{tb}"))
+                return None
+            raise UserFunctionError(
+                f"map_batches function raised {type(e).__name__}: {e} at {fn_location(fn, e)} "
+                f"(batch of {df.height} events)",
+                location=fn_location(fn, e), step_id=self.step.step_id, topic=ctx.topic,
+                partition=ctx.partition, offset=first_offset(df),
+                fix="fix the function, or pass on_error='dead_letter' to send failing batches to "
+                    f"'{self.services.app_name}.dlq' and go on",
+            ) from e
+        if not isinstance(out, pl.DataFrame):
+            raise StepError(
+                f"map_batches function {fn_location(fn)} returned {type(out).__name__}, not a polars DataFrame",
+                step_id=self.step.step_id, topic=ctx.topic, partition=ctx.partition, offset=first_offset(df),
+                fix="return a polars.DataFrame (e.g. df.with_columns(...))",
+            )
+        if out.height == df.height:
+            out = reattach(out, df)
+        return out
+
+
+class MapOp(Operator):
+    """Per-event Python function (the user asked for per-event code)."""
+
+    step: p.Map
+
+    def process(self, df: pl.DataFrame, ctx: Ctx) -> pl.DataFrame | None:
+        fn, flat = self.step.fn, self.step.flat
+        rows = df.select(user_columns(df)).to_dicts()
+        results: list[dict[str, Any]] = []
+        index: list[int] = []
+        failed: list[int] = []
+        errors: list[str] = []
+        for i, row in enumerate(rows):
+            try:
+                r = fn(dict(row))
+                if flat:
+                    got = list(r) if r is not None else []
+                    bad = [x for x in got if not isinstance(x, dict)]
+                    if bad:
+                        raise TypeError(f"flat_map must return dicts, got {type(bad[0]).__name__}: {bad[0]!r}")
+                    results.extend(got)
+                    index.extend([i] * len(got))
+                elif r is not None:
+                    if not isinstance(r, dict):
+                        raise TypeError(f"map must return a dict (or None to drop the event), got "
+                                        f"{type(r).__name__}: {r!r}")
+                    results.append(r)
+                    index.append(i)
+            except Exception as e:
+                if self.step.on_error != "dead_letter":
+                    raise self._user_error(e, df, i, ctx) from e
+                failed.append(i)
+                errors.append(f"{self.step.kind} function raised at {fn_location(fn, e)}:\n"
+                              + "".join(traceback.format_exception(e)))
+        if failed:
+            self.metrics.dead_letters += len(failed)
+            self.services.dead_letters(dead_letters_of(ctx, self.step.step_id, df[failed], errors))
+        if not results:
+            return None
+        out = pl.DataFrame(results, infer_schema_length=None)
+        meta = df.select([c for c in df.columns if c in _INTERNAL and c not in out.columns])
+        return out.hstack(meta[np.asarray(index, dtype=np.int64)]) if meta.width else out
+
+    def _user_error(self, e: Exception, df: pl.DataFrame, i: int, ctx: Ctx) -> UserFunctionError:
+        fn = self.step.fn
+        meta = df.row(i, named=True)
+        loc = fn_location(fn, e)
+        return UserFunctionError(
+            f"{self.step.kind} function raised {type(e).__name__}: {e} at {loc}",
+            location=loc, step_id=self.step.step_id, topic=meta.get(TOPIC_COL) or ctx.topic,
+            partition=meta.get(PARTITION_COL, ctx.partition), offset=meta.get(OFFSET_COL),
+            key=meta.get(KEY_COL), event_time=meta.get(EVENT_TIME),
+            fix="fix the function, or pass on_error='dead_letter' to send failing events to "
+                f"'{self.services.app_name}.dlq' and go on",
+        )
+
+
+class SinkOp(Operator):
+    """Collects batches; the runtime writes them once per cycle."""
+
+    step: p.Sink
+
+    def __init__(self, step: p.Sink, services: Services) -> None:
+        super().__init__(step, services)
+        self.buffer: list[pl.DataFrame] = []
+
+    def process(self, df: pl.DataFrame, ctx: Ctx) -> pl.DataFrame | None:
+        if self.step.key is not None and self.step.key not in df.columns:
+            raise StepError(
+                f"key column {self.step.key!r} is not in the stream (columns: {user_columns(df)})",
+                step_id=self.step.step_id, topic=ctx.topic, partition=ctx.partition, offset=first_offset(df),
+                fix="pass key= one of the stream's columns",
+            )
+        self.buffer.append(df)
+        return None
+
+
+# ---------------------------------------------------------------------- windows
+
+_STATE_KEYS = (w.WS, w.WE, TOPIC_COL, PARTITION_COL)
+_MIN_OFF = "_min_off"
+
+
+class WindowOp(Operator):
+    """Keyed event-time windows with state as columnar partials keyed by (key, window, input).
+
+    Each batch: late rows go to the side output; the rest are assigned to windows and reduced
+    to partials (one Polars group_by). Once per cycle the partials are merged into the state
+    and windows whose end (+ allowed lateness) the watermark has passed are finalized.
+    State rows are kept per input topic-partition so the runtime knows the oldest offset still
+    needed (its commit position) and so state can later move with its partition.
+    """
+
+    step: p.Window
+
+    def __init__(self, step: p.Window, services: Services, time_zone: Callable[[], str | None],
+                 multi_source: bool = False) -> None:
+        super().__init__(step, services)
+        self.by = list(step.by)
+        # One event-time source: lateness per row, by the watermark in force when it arrived
+        # (independent of batching). Several (union): by this step's watermark (their minimum).
+        self.multi_source = multi_source
+        self.time_zone = time_zone
+        self.state: pl.DataFrame | None = None
+        self.pending: list[pl.DataFrame] = []
+        self.watermark = -MAX_TIME
+        need: list[str] = []
+        for name, a in step.aggs.items():
+            for e in a.partial(name):
+                need += [c for c in e.meta.root_names() if c != EVENT_TIME]
+        self.inputs = list(dict.fromkeys([*self.by, *need]))
+        self.partials = [e for name, a in step.aggs.items() for e in a.partial(name)]
+        self.merges = [e for name, a in step.aggs.items() for e in a.merge(name)]
+        self.finals = [a.finalize(name) for name, a in step.aggs.items()]
+        self.lateness = step.allowed_lateness_ms
+
+    def process(self, df: pl.DataFrame, ctx: Ctx) -> pl.DataFrame | None:
+        missing = [c for c in self.inputs if c not in df.columns]
+        if missing or EVENT_TIME not in df.columns:
+            raise StepError(
+                f"columns {missing or [EVENT_TIME]} are not in the stream (columns: {user_columns(df)})",
+                step_id=self.step.step_id, topic=ctx.topic, partition=ctx.partition, offset=first_offset(df),
+                fix="window keys and aggregate inputs must be columns of the stream; a map_batches step "
+                    "must keep the _event_time and _watermark columns",
+            )
+        if WATERMARK not in df.columns:
+            df = df.with_columns(pl.lit(-MAX_TIME, dtype=pl.Int64).alias(WATERMARK))
+        if OFFSET_COL not in df.columns:
+            df = df.with_columns(pl.lit(None, dtype=pl.Int64).alias(OFFSET_COL))
+        last_end = w.last_end(self.step.spec, pl.col(EVENT_TIME))
+        wm = pl.lit(self.watermark, dtype=pl.Int64) if self.multi_source else pl.col(WATERMARK)
+        late = df.select((last_end + self.lateness <= wm).alias("late")).to_series()
+        if late.any():
+            late_rows = df.filter(late)
+            self.metrics.late_events += late_rows.height
+            self.services.late(self.step, late_rows)
+            df = df.filter(~late)
+            if df.is_empty():
+                return None
+        cols = [*self.inputs, EVENT_TIME, WATERMARK, OFFSET_COL]
+        assigned = w.assign(self.step.spec, df.select(cols), EVENT_TIME)
+        if isinstance(self.step.spec, w.Hopping):
+            assigned = assigned.filter(pl.col(w.WE) + self.lateness > wm)
+        session = isinstance(self.step.spec, w.Session)
+        size = 0 if session else self.step.spec.size_ms  # type: ignore[union-attr]
+        keys = [*self.by, w.WS, w.WE] if session else [*self.by, w.WS]  # WE = WS + size otherwise
+        try:
+            part = assigned.group_by(keys).agg(*self.partials, pl.col(OFFSET_COL).min().alias(_MIN_OFF))
+        except _POLARS_ERRORS as e:
+            raise self.error("an aggregate failed", ctx, df, "check the aggregates' input columns and types", e) from e
+        # a batch comes from one input partition: its state rows carry it (for commit positions)
+        part = part.with_columns(
+            *([] if session else [(pl.col(w.WS) + size).alias(w.WE)]),
+            pl.lit(ctx.topic, dtype=pl.String).alias(TOPIC_COL),
+            pl.lit(ctx.partition, dtype=pl.Int32).alias(PARTITION_COL),
+        ).select([*self.by, *_STATE_KEYS, *[c for c in part.columns if c not in (*keys, w.WE)]])
+        self.pending.append(part)
+        return None
+
+    def advance(self, watermark: int) -> pl.DataFrame | None:
+        """Merge this cycle's partials into the state; fire windows the watermark has passed."""
+        keys = [*self.by, *_STATE_KEYS]
+        if self.pending:
+            parts = ([self.state] if self.state is not None else []) + self.pending
+            merged = pl.concat(parts, how="vertical_relaxed")
+            if isinstance(self.step.spec, w.Session):
+                merged = w.merge_sessions(merged, self.by)
+            self.state = merged.group_by(keys).agg(*self.merges, pl.col(_MIN_OFF).min())
+            self.pending = []
+        previous, self.watermark = self.watermark, max(self.watermark, watermark)
+        if self.state is None or self.state.is_empty():
+            self.metrics.state_rows = 0
+            return None
+        due = self.state.get_column(w.WE) + self.lateness <= self.watermark
+        if not due.any():
+            self.metrics.state_rows = self.state.height
+            return None
+        fired, self.state = self.state.filter(due), self.state.filter(~due)
+        self.metrics.state_rows = self.state.height
+        out = (
+            fired.group_by([*self.by, w.WS, w.WE]).agg(*self.merges)
+            .sort([w.WE, w.WS, *self.by])
+        )
+        dtype = pl.Datetime("ms", self.time_zone())
+        out = out.select(
+            *self.by,
+            pl.col(w.WS).cast(dtype).alias(WINDOW_START),
+            pl.col(w.WE).cast(dtype).alias(WINDOW_END),
+            *self.finals,
+            (pl.col(w.WE) - 1).alias(EVENT_TIME),
+            pl.lit(max(previous, -MAX_TIME) - self.lateness, dtype=pl.Int64).alias(WATERMARK),
+        )
+        self.metrics.windows_fired += out.height
+        return out
+
+    def held_offsets(self) -> dict[tuple[str, int], int]:
+        """Per input (topic, partition): the oldest offset an open window still holds."""
+        if self.state is None or self.state.is_empty():
+            return {}
+        held = (self.state.filter(pl.col(_MIN_OFF).is_not_null())
+                .group_by([TOPIC_COL, PARTITION_COL]).agg(pl.col(_MIN_OFF).min()))
+        return {(str(t), int(q)): int(o) for t, q, o in held.iter_rows()}

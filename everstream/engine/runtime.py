@@ -1,0 +1,486 @@
+"""The runtime: polls the log, runs the plan's operators on micro-batches, writes, commits.
+
+One task per input partition: a poll returns record batches per (topic, partition); each
+partition's batches of a poll become one micro-batch (a Polars DataFrame) that flows through
+the stateless steps on its own. Batching adapts by itself: a poll returns what is there, a few
+events when the input is quiet and up to ``max_batch_events`` under load, with no linger.
+
+Once per cycle the runtime advances watermarks (per partition, minimum across partitions,
+idle partitions left out), lets windows fire, writes sink batches, late events and dead
+letters, and (every ``commit_interval``) commits consumer offsets after the writes are durable:
+at-least-once. The committed offset of a partition never passes an event an open window
+still holds, so a restart re-reads what in-memory state would lose.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import polars as pl
+import pyarrow as pa
+
+from everstream.engine import operators as ops
+from everstream.engine import plan as p
+from everstream.engine.aggregates import EVENT_TIME
+from everstream.engine.app import App
+from everstream.engine.time import MAX_TIME, MIN_TIME
+from everstream.errors import EngineError, UnknownTopicError
+from everstream.log.contract import (
+    OFFSET_COL,
+    PARTITION_COL,
+    TIMESTAMP_COL,
+    TOPIC_COL,
+    Log,
+    StartAt,
+    TopicSpec,
+)
+from everstream.log.records import DeadLetter
+
+
+def dead_letter_topic_of(app: str) -> str:
+    """Where an app's dead letters go: ``<app>.dlq``."""
+    return f"{app}.dlq"
+
+
+def late_topic_of(app: str, step_id: str) -> str:
+    """Where a window step's late events go: ``<app>.<step_id>.late``."""
+    return f"{app}.{step_id}.late"
+
+
+@dataclass
+class RunResult:
+    """What a run did: totals and per-step metrics."""
+
+    app: str
+    events_in: int
+    dead_letters: int
+    late_events: int
+    windows_fired: int
+    elapsed_s: float
+    stopped: str
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "app": self.app, "events_in": self.events_in, "dead_letters": self.dead_letters,
+            "late_events": self.late_events, "windows_fired": self.windows_fired,
+            "elapsed_s": round(self.elapsed_s, 3), "stopped": self.stopped,
+            "events_per_s": round(self.events_in / self.elapsed_s) if self.elapsed_s > 0 else None,
+        }
+
+
+class Runner:
+    """Runs an app's plan on a log. Use ``run()``, or ``cycle()`` step by step (tests).
+
+    ``clock`` (seconds, monotonic) decides idle timeouts and commit intervals; tests pass a
+    manual clock. ``group`` defaults to the app's name.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        log: Log | None = None,
+        *,
+        start: StartAt = "earliest",
+        group: str | None = None,
+        poll_timeout: float = 0.05,
+        max_batch_events: int = 250_000,
+        commit_interval: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from everstream.log.open import open_log
+
+        self.app = app
+        self.plan = app.plan
+        self._own_log = log is None
+        self.log = log if log is not None else open_log()
+        self.app_name = app.name
+        self._clock = clock
+        self._poll_timeout = poll_timeout
+        self._max_batch = max_batch_events
+        self._commit_interval = commit_interval
+        self._stop = threading.Event()
+        self._closed = False
+        self._events_in = 0
+        self._pending_dead: list[DeadLetter] = []
+        self._pending_late: dict[str, list[pl.DataFrame]] = {}
+        self._late_topics: set[str] = set()
+        self._started = time.monotonic()
+        self._last_commit = clock()
+        self._committed: dict[tuple[str, int], int] = {}
+        self._next: dict[tuple[str, int], int] = {}
+
+        partitions = {s.topic: self._partitions_of(s.topic) for s in self.plan.sources()}
+        self._inputs = [(t, q) for t, n in partitions.items() for q in range(n)]
+        self._by_topic: dict[str, list[str]] = {}
+        self._columns: dict[str, frozenset[str] | None] = {}  # per topic: the columns the app reads
+        for s in self.plan.sources():
+            self._by_topic.setdefault(s.topic, []).append(s.step_id)
+            need = self.plan.required_columns(s.step_id)
+            had = self._columns.get(s.topic, frozenset())
+            self._columns[s.topic] = None if need is None or had is None else had | need
+        self.ops: dict[str, ops.Operator] = {}
+        self._windows: list[ops.WindowOp] = []
+        self._sinks: list[ops.SinkOp] = []
+        self._watermarks: dict[str, ops.WatermarkOp] = {}
+        for step in self.plan:
+            self.ops[step.step_id] = self._operator(step, partitions)
+        self._order = {s.step_id: i for i, s in enumerate(self.plan)}
+        self._holdback = {s.step_id: self._holdback_of(s.step_id) for s in self.plan if isinstance(s, p.Window)}
+
+        self.consumer = self.log.consumer(group or app.name, start=start)
+        self.producer = self.log.producer(linger_ms=1.0)
+        try:
+            self.consumer.assign(self._inputs)
+            for tp in self._inputs:
+                self._next[tp] = self.consumer.position(*tp)
+            out_parts = max(partitions.values())
+            for sink in self._sinks:
+                self.log.create_topic(TopicSpec(sink.step.topic, out_parts), exist_ok=True)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ setup
+
+    def _partitions_of(self, topic: str) -> int:
+        try:
+            return self.log.describe_topic(topic).spec.partitions
+        except UnknownTopicError:
+            raise UnknownTopicError(
+                topic, f"app {self.app_name!r} reads it; create it first (everstream topics create {topic} "
+                "--partitions N) or produce to it"
+            ) from None
+
+    def _operator(self, step: p.Step, partitions: dict[str, int]) -> ops.Operator:
+        if isinstance(step, p.Source):
+            self._check_schema(step)
+            return ops.SourceOp(step, self)
+        if isinstance(step, p.Watermark):
+            topics = [s.topic for s in self.plan.upstream(step.step_id) if isinstance(s, p.Source)]
+            slots = {(t, q): i for i, (t, q) in enumerate((t, q) for t in dict.fromkeys(topics)
+                                                           for q in range(partitions[t]))}
+            op = ops.WatermarkOp(step, self, slots, self._clock)
+            self._watermarks[step.step_id] = op
+            return op
+        if isinstance(step, p.Filter):
+            return ops.FilterOp(step, self)
+        if isinstance(step, p.Select):
+            return ops.SelectOp(step, self)
+        if isinstance(step, p.MapBatches):
+            return ops.MapBatchesOp(step, self)
+        if isinstance(step, p.Map):
+            return ops.MapOp(step, self)
+        if isinstance(step, p.Union):
+            return ops.UnionOp(step, self)
+        if isinstance(step, p.Window):
+            wms = self.plan.watermarks_of(step.step_id)
+            first = self._watermarks[wms[-1].step_id] if wms else None
+            wop = ops.WindowOp(step, self, lambda: first.time_zone if first else "UTC", multi_source=len(wms) > 1)
+            self._windows.append(wop)
+            return wop
+        if isinstance(step, p.Sink):
+            sop = ops.SinkOp(step, self)
+            self._sinks.append(sop)
+            return sop
+        raise EngineError(f"step {step.step_id!r}: no operator for {type(step).__name__}")
+
+    def _check_schema(self, step: p.Source) -> None:
+        if step.schema is None:
+            return
+        declared = self.log.describe_topic(step.topic).spec.schema
+        if declared is None:
+            return
+        missing = [f.name for f in step.schema if f.name not in declared.names]
+        if missing:
+            raise EngineError(
+                f"step {step.step_id!r}: topic {step.topic!r} has no fields {missing} (its schema: "
+                f"{', '.join(declared.names)}); fix the schema passed to app.stream()"
+            )
+
+    def _holdback_of(self, step_id: str) -> int:
+        """Allowed lateness of windows upstream: their results reach this step that much later."""
+        return sum(s.allowed_lateness_ms for s in self.plan.upstream(step_id) if isinstance(s, p.Window))
+
+    # ------------------------------------------------------------------ services for operators
+
+    def dead_letters(self, letters: list[DeadLetter]) -> None:
+        self._pending_dead.extend(letters)
+
+    def late(self, step: p.Window, df: pl.DataFrame) -> None:
+        self._pending_late.setdefault(late_topic_of(self.app_name, step.step_id), []).append(df)
+
+    # ------------------------------------------------------------------ the loop
+
+    def cycle(self, timeout: float | None = None) -> int:
+        """Poll once, process, advance watermarks and fire windows, write; returns events polled."""
+        self._check_open()
+        batches = self.consumer.poll(self._poll_timeout if timeout is None else timeout,
+                                     max_records=self._max_batch)
+        n = 0
+        for (topic, partition), frame in _frames(batches, self._columns):
+            n += frame.height
+            ctx = ops.Ctx(topic, partition)
+            for sid in self._by_topic.get(topic, ()):
+                self._push(sid, frame, ctx)
+            last = frame.get_column(OFFSET_COL).max()
+            if last is not None:
+                self._next[(topic, partition)] = int(last) + 1  # type: ignore[call-overload]
+        self._events_in += n
+        self._advance()
+        self._write()
+        if self._clock() - self._last_commit >= self._commit_interval:
+            self.commit()
+        return n
+
+    def _push(self, step_id: str, df: pl.DataFrame, ctx: ops.Ctx) -> None:
+        op = self.ops[step_id]
+        m = op.metrics
+        t0 = time.perf_counter()
+        out = op.process(df, ctx)
+        m.latency.observe((time.perf_counter() - t0) * 1000.0)
+        m.batches += 1
+        m.events_in += df.height
+        if out is None or out.is_empty():
+            return
+        m.events_out += out.height
+        for child in self.plan.children(step_id):
+            self._push(child, out, ctx)
+
+    def _advance(self) -> None:
+        now_ms = int(time.time() * 1000)
+        current = {sid: op.tracker.current() for sid, op in self._watermarks.items()}
+        for sid, op in self._watermarks.items():
+            op.metrics.watermark = _shown(current[sid])
+            op.metrics.watermark_lag_ms = _lag(now_ms, current[sid])
+        fire_ctx = ops.Ctx(None, None)
+        for wop in self._windows:
+            sid = wop.step.step_id
+            wms = [current[s.step_id] for s in self.plan.watermarks_of(sid)]
+            wm = min(wms) if wms else MIN_TIME
+            if wm < MAX_TIME:
+                wm -= self._holdback[sid]
+            t0 = time.perf_counter()
+            out = wop.advance(wm)
+            wop.metrics.latency.observe((time.perf_counter() - t0) * 1000.0)
+            wop.metrics.watermark = _shown(wop.watermark)
+            wop.metrics.watermark_lag_ms = _lag(now_ms, wop.watermark)
+            if out is not None and out.height:
+                wop.metrics.events_out += out.height
+                for child in self.plan.children(sid):
+                    self._push(child, out, fire_ctx)
+
+    def _write(self) -> None:
+        for sop in self._sinks:
+            if not sop.buffer:
+                continue
+            df = pl.concat(sop.buffer, how="diagonal_relaxed") if len(sop.buffer) > 1 else sop.buffer[0]
+            sop.buffer = []
+            ts = _record_times(df)
+            table = to_arrow(df.select(ops.user_columns(df)))
+            self.producer.send_batch(sop.step.topic, table, key=sop.step.key, timestamp=ts)
+        for topic, frames in self._pending_late.items():
+            df = pl.concat(frames, how="diagonal_relaxed")
+            if topic not in self._late_topics:
+                self.log.create_topic(TopicSpec(topic, 1), exist_ok=True)
+                self._late_topics.add(topic)
+            source = [pl.col(c).alias(a) for c, a in ((PARTITION_COL, "source_partition"),
+                                                      (OFFSET_COL, "source_offset")) if c in df.columns]
+            table = to_arrow(df.select(*ops.user_columns(df), *source))  # + where to find the full record
+            self.producer.send_batch(topic, table, timestamp=_record_times(df))
+        self._pending_late = {}
+        if self._pending_dead:
+            letters, self._pending_dead = self._pending_dead, []
+            self.producer.send_dead_letters(self.app_name, letters)
+
+    def commit(self) -> None:
+        """Make outputs durable, then commit input offsets (never past what open windows hold)."""
+        self._check_open()
+        self.producer.flush()
+        held: dict[tuple[str, int], int] = {}
+        for wop in self._windows:
+            for tp, off in wop.held_offsets().items():
+                held[tp] = min(off, held.get(tp, off))
+        todo = {}
+        for tp, nxt in self._next.items():
+            off = min(nxt, held.get(tp, nxt))
+            if self._committed.get(tp) != off:
+                todo[tp] = off
+        if todo:
+            self.consumer.commit(todo)
+            self._committed.update(todo)
+        self._last_commit = self._clock()
+
+    def drained(self) -> bool:
+        """Whether every input partition has been read to its end."""
+        for topic in {t for t, _ in self._inputs}:
+            for info in self.log.describe_topic(topic).partitions:
+                if self.consumer.position(topic, info.partition) < info.end_offset:
+                    return False
+        return True
+
+    def finish(self) -> None:
+        """End of a bounded input: the final watermark fires every window; write and commit."""
+        for op in self._watermarks.values():
+            op.tracker.finish()
+        self._advance()
+        self._write()
+        self.commit()
+
+    def run(self, until_idle: bool = False, duration: float | None = None) -> RunResult:
+        """Run until ``stop()``, Ctrl-C, ``duration`` seconds, or (``until_idle``) the inputs are drained."""
+        start = time.monotonic()
+        reason = "stopped"
+        with _interrupts(self._stop):
+            while True:
+                if self._stop.is_set():
+                    break
+                if duration is not None and time.monotonic() - start >= duration:
+                    reason = "duration"
+                    break
+                got = self.cycle()
+                if until_idle and not got and self.drained():
+                    self.finish()
+                    reason = "idle"
+                    break
+        if reason != "idle":
+            self._write()
+            self.commit()
+        return self.result(reason, time.monotonic() - start)
+
+    def stop(self) -> None:
+        """Ask ``run()`` to stop after the current cycle (thread-safe)."""
+        self._stop.set()
+
+    # ------------------------------------------------------------------ reporting
+
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        """Per-step metrics: events in/out, batches, latency histogram, watermark and lag, late events."""
+        return {sid: op.metrics.to_dict() for sid, op in self.ops.items()}
+
+    def result(self, stopped: str = "stopped", elapsed: float | None = None) -> RunResult:
+        ms = [op.metrics for op in self.ops.values()]
+        return RunResult(
+            app=self.app_name, events_in=self._events_in,
+            dead_letters=sum(m.dead_letters for m in ms), late_events=sum(m.late_events for m in ms),
+            windows_fired=sum(m.windows_fired for m in ms),
+            elapsed_s=time.monotonic() - self._started if elapsed is None else elapsed,
+            stopped=stopped, metrics=self.metrics(),
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineError(f"app {self.app_name!r}: the runner is closed; create a new one with app.runner(log)")
+
+    def close(self) -> None:
+        """Release the consumer and producer (no commit: call ``commit()`` or ``run()`` for that)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if hasattr(self, "producer"):
+                self.producer.close()
+        finally:
+            if hasattr(self, "consumer"):
+                self.consumer.close()
+            if self._own_log:
+                self.log.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _frames(
+    batches: list[pa.RecordBatch], columns: dict[str, frozenset[str] | None]
+) -> Iterator[tuple[tuple[str, int], pl.DataFrame]]:
+    """One DataFrame per (topic, partition) of a poll, in arrival order, with the columns the app reads."""
+    groups: dict[tuple[str, int], list[pa.RecordBatch]] = {}
+    for b in batches:
+        if not b.num_rows:
+            continue
+        topic = b.column(TOPIC_COL).dictionary[0].as_py()
+        part = int(b.column(PARTITION_COL)[0].as_py())
+        need = columns.get(topic)
+        if need is not None:  # metadata the engine itself needs; the rest is left in the log
+            b = b.select([c for c in b.schema.names if c in need or c in (PARTITION_COL, OFFSET_COL)])
+        groups.setdefault((topic, part), []).append(b)
+    for tp, bs in groups.items():
+        try:
+            df = pl.from_arrow(pa.Table.from_batches(bs), rechunk=False)
+        except pa.ArrowInvalid:  # undeclared topic whose schema changed between batches
+            df = pl.concat([pl.from_arrow(b) for b in bs], how="diagonal_relaxed")  # type: ignore[misc]
+        assert isinstance(df, pl.DataFrame)
+        yield tp, df
+
+
+def _record_times(df: pl.DataFrame) -> pa.Array | None:
+    """Record timestamps (epoch ms) for written rows: event time, else the input record's time."""
+    if EVENT_TIME in df.columns:
+        return pa.array(df.get_column(EVENT_TIME).to_numpy(), pa.int64())
+    if TIMESTAMP_COL in df.columns:
+        return pa.array(df.get_column(TIMESTAMP_COL).dt.epoch("ms").to_numpy(), pa.int64())
+    return None
+
+
+def to_arrow(df: pl.DataFrame) -> pa.Table:
+    """A Polars frame as an Arrow table with standard (not large/view) string and binary types."""
+    table = df.to_arrow()
+    fields = []
+    for f in table.schema:
+        t = f.type
+        if t in (pa.large_string(), pa.string_view()):
+            t = pa.string()
+        elif t in (pa.large_binary(), pa.binary_view()):
+            t = pa.binary()
+        elif pa.types.is_dictionary(t):
+            t = t.value_type if t.value_type != pa.large_string() else pa.string()
+        fields.append(f.with_type(t))
+    schema = pa.schema(fields)
+    return table if schema == table.schema else table.cast(schema)
+
+
+def _shown(wm: int) -> int | None:
+    return None if wm <= MIN_TIME or wm >= MAX_TIME else int(wm)
+
+
+def _lag(now_ms: int, wm: int) -> int | None:
+    return None if wm <= MIN_TIME or wm >= MAX_TIME else now_ms - int(wm)
+
+
+@contextmanager
+def _interrupts(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C (SIGINT) asks the loop to stop after its cycle, so outputs are written and committed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():  # a second Ctrl-C: stop at once
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+__all__ = ["RunResult", "Runner", "dead_letter_topic_of", "late_topic_of"]

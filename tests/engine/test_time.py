@@ -1,0 +1,189 @@
+"""Event time: late events to the side topic, idle partitions, watermark bookkeeping, final watermark."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import polars as pl
+import pytest
+from enginetools import BARS, aggs, assert_same, engine_output, produce, reference, trades
+
+import everstream as es
+from everstream.engine.testing import read_topic
+from everstream.engine.time import MAX_TIME, MIN_TIME, PartitionWatermarks, duration_ms
+from everstream.errors import ConfigError
+from everstream.log import Log
+from everstream.log.partitioner import key_bytes, partition_for
+
+
+class ManualClock:
+    """Processing time that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_late_events_go_to_side_topic_and_are_counted(log: Log, names: Callable[[str], str]) -> None:
+    """Events behind the watermark by more than max_delay: side topic <app>.<step>.late, counted, not in results."""
+    data = trades(2000, seed=4, disorder_ms=800)
+    rng = np.random.default_rng(0)
+    picks = rng.choice(np.arange(1000, 2000), size=25, replace=False)
+    late = data[np.sort(picks)].with_columns((pl.col("ts") - 150_000).alias("ts"))  # 150 s behind
+    mixed = pl.concat([data.head(1000), data.slice(1000)])
+    # insert the stragglers after the stream has moved on, one every 40 events
+    rows = []
+    for i in range(0, 1000, 40):
+        rows.append(mixed.slice(1000 + i, 40))
+        rows.append(late.slice(i // 40, 1))
+    arrival = pl.concat([mixed.head(1000), *rows])
+    topic, out = names("trades"), names("out")
+    produce(log, topic, arrival, partitions=2, chunk=300)
+    app = es.App(names("market"))
+    app.stream(topic).with_watermark("ts", max_delay="800ms").window(
+        es.tumbling("5s"), by="symbol", name="bars").agg(**aggs(BARS)).to(out)
+    # small polls interleave the partitions, so the watermark (their minimum) follows both
+    result = app.run(log, until_idle=True, max_batch_events=100)
+
+    assert result.late_events == 25
+    assert result.metrics["bars"]["late_events"] == 25
+    side = read_topic(log, es.engine.late_topic_of(app.name, "bars"))
+    assert side.height == 25
+    assert sorted(side["ts"].to_list()) == sorted(late["ts"].to_list())
+    assert set(side.columns) >= {"ts", "symbol", "price", "qty", "source_partition", "source_offset"}
+    assert_same(engine_output(log, out, "symbol"), reference(data, es.tumbling("5s"), "symbol", BARS))
+
+
+def _symbols_by_partition(partitions: int, wanted: int = 2) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {p: [] for p in range(partitions)}
+    i = 0
+    while any(len(v) < wanted for v in found.values()):
+        sym = f"S{i}"
+        p = partition_for(key_bytes(sym), partitions)
+        if len(found[p]) < wanted:
+            found[p].append(sym)
+        i += 1
+    return found
+
+
+def _events(symbols: list[str], start_ms: int, stop_ms: int, every_ms: int) -> pl.DataFrame:
+    ts = np.arange(start_ms, stop_ms, every_ms, dtype=np.int64)
+    return pl.DataFrame({
+        "ts": ts, "symbol": [symbols[i % len(symbols)] for i in range(len(ts))],
+        "price": np.linspace(10, 20, len(ts)), "qty": np.full(len(ts), 100, np.int64),
+    })
+
+
+def _drain(runner: es.engine.Runner) -> None:
+    while runner.cycle(timeout=0.05):
+        pass
+
+
+@pytest.mark.parametrize("idle_timeout", ["5s", None])
+def test_idle_partition_is_left_out_of_the_watermark(
+    idle_timeout: str | None, log: Log, names: Callable[[str], str]
+) -> None:
+    """A partition without data for idle_timeout no longer holds the watermark; without a timeout it does."""
+    syms = _symbols_by_partition(2)
+    topic, out = names("trades"), names("out")
+    quiet = _events(syms[1], 0, 3000, 500)  # partition 1: a few events, then nothing
+    busy = _events(syms[0], 0, 60_000, 100)  # partition 0: a minute of events
+    produce(log, topic, pl.concat([quiet, busy]), partitions=2)
+    clock = ManualClock()
+    app = es.App(names("market"))
+    app.stream(topic).with_watermark("ts", max_delay="1s", idle_timeout=idle_timeout).window(
+        es.tumbling("10s"), by="symbol", name="bars").agg(n=es.count()).to(out)
+    with app.runner(log, clock=clock) as runner:
+        _drain(runner)
+        runner.commit()
+        fired = read_topic(log, out)
+        assert fired.is_empty()  # partition 1's watermark (1.5 s) holds every window
+
+        clock.now += 6.0  # partition 1 has been quiet for 6 s of processing time
+        produce(log, topic, _events(syms[0], 60_000, 61_000, 100), partitions=2)
+        _drain(runner)
+        runner.commit()
+        fired = read_topic(log, out)
+        wm = runner.metrics()["bars"]["watermark"]
+        if idle_timeout is None:
+            assert fired.is_empty()
+            assert wm == 2500 - 1000
+        else:
+            assert wm == 61_000 - 100 - 1000
+            ends = fired["window_end"].dt.epoch("ms").to_list()
+            # 5 windows for each of partition 0's 2 symbols, 1 for each of partition 1's
+            assert max(ends) == 50_000 and fired.height == 2 * 5 + 2
+        runner.finish()
+    final = read_topic(log, out)
+    assert final["n"].sum() == quiet.height + busy.height + 10
+
+
+def test_watermark_is_minimum_over_partitions_and_monotonic() -> None:
+    """Per-partition max minus delay, min across partitions, never backwards; rows see the watermark before them."""
+    clock = ManualClock()
+    wm = PartitionWatermarks(2, max_delay_ms=100, idle_timeout_ms=None, clock=clock)
+    assert wm.current() == MIN_TIME
+    rows = wm.row_watermarks(0, np.array([1000, 900, 1200], dtype=np.int64))
+    assert rows.tolist() == [MIN_TIME] * 3  # partition 1 has not been seen: it holds the watermark
+    wm.observe(0, 1200)
+    wm.observe(1, 500)
+    assert wm.current() == 400
+    rows = wm.row_watermarks(1, np.array([700, 600, 900], dtype=np.int64))
+    assert rows.tolist() == [400, 600, 600]  # min(own running max - delay, partition 0's 1100)
+    wm.observe(1, 900)
+    assert wm.current() == 800
+    wm.observe(1, 950)
+    assert wm.current() == 850
+    wm.finish()
+    assert wm.current() == MAX_TIME
+
+
+def test_idle_timeout_excludes_quiet_partitions() -> None:
+    """After idle_timeout of processing time a partition no longer counts; all idle: the watermark holds."""
+    clock = ManualClock()
+    wm = PartitionWatermarks(2, max_delay_ms=0, idle_timeout_ms=5000, clock=clock)
+    wm.observe(0, 10_000)
+    wm.observe(1, 1_000)
+    assert wm.current() == 1_000
+    clock.now += 4.0
+    wm.observe(0, 20_000)
+    assert wm.current() == 1_000
+    clock.now += 2.0  # partition 1 quiet for 6 s
+    assert wm.current() == 20_000
+    assert wm.idle_partitions() == [1]
+    clock.now += 10.0  # both quiet: hold
+    assert wm.current() == 20_000
+
+
+def test_durations() -> None:
+    """Durations accept units, timedeltas and seconds; bad ones say how to write them."""
+    from datetime import timedelta
+
+    assert duration_ms("250ms") == 250
+    assert duration_ms("2s") == 2000
+    assert duration_ms("1m") == 60_000
+    assert duration_ms(timedelta(hours=1)) == 3_600_000
+    assert duration_ms(1.5) == 1500
+    with pytest.raises(ConfigError, match=r"e\.g\."):
+        duration_ms("two seconds")
+
+
+def test_windows_fire_while_running_not_only_at_the_end(log: Log, names: Callable[[str], str]) -> None:
+    """Windows close as the watermark passes them, before the input ends."""
+    data = trades(3000, seed=2)
+    topic, out = names("trades"), names("out")
+    produce(log, topic, data, partitions=1, chunk=500)
+    app = es.App(names("market"))
+    app.stream(topic).with_watermark("ts", max_delay="1s").window(es.tumbling("10s"), by="symbol").agg(
+        **aggs(BARS)).to(out)
+    with app.runner(log, max_batch_events=500) as runner:
+        _drain(runner)
+        runner.commit()
+        before = read_topic(log, out).height
+        runner.finish()
+    total = read_topic(log, out).height
+    assert 0 < before < total
+    assert_same(engine_output(log, out, "symbol"), reference(data, es.tumbling("10s"), "symbol", BARS))
