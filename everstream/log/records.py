@@ -118,20 +118,35 @@ def _hbytes(v: str | bytes) -> bytes:
 
 
 def oversize_rows(batch: pa.RecordBatch, limit: int) -> np.ndarray:
-    """Row indexes whose variable-width cells add up to more than ``limit`` bytes."""
-    varwidth = [c for c in batch.columns if _is_varwidth(c.type)]
-    if sum(c.nbytes for c in varwidth) <= limit:  # no row can hold more than the whole batch
+    """Row indexes whose variable-width and nested cells add up to more than ``limit`` bytes."""
+    sized = [c for c in batch.columns if _is_varwidth(c.type) or pa.types.is_nested(c.type)]
+    if sum(c.nbytes for c in sized) <= limit:  # no row can hold more than the whole batch
         return np.zeros(0, dtype=np.int64)
     total = np.zeros(batch.num_rows, dtype=np.int64)
-    found = False
-    for col in batch.columns:
-        t = col.type
-        if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t):
-            total += np.asarray(pc.binary_length(col).fill_null(0), dtype=np.int64)
-            found = True
-    if not found:
-        return np.zeros(0, dtype=np.int64)
+    for col in sized:
+        total += _cell_bytes(col)
     return np.flatnonzero(total > limit)
+
+
+def _cell_bytes(arr: pa.Array) -> np.ndarray:
+    """Approximate bytes of each cell: string/binary lengths, list/map/struct contents summed."""
+    t = arr.type
+    if _is_varwidth(t):
+        return np.asarray(pc.binary_length(arr).fill_null(0), dtype=np.int64)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_map(t):
+        offsets = np.asarray(arr.offsets, dtype=np.int64)  # absolute positions in arr.values
+        inner: np.ndarray = np.concatenate([[0], np.cumsum(_cell_bytes(arr.values))])
+        sizes: np.ndarray = inner[offsets[1:]] - inner[offsets[:-1]]
+        return sizes
+    if pa.types.is_struct(t):
+        out = np.zeros(len(arr), dtype=np.int64)
+        for child in arr.flatten():
+            out += _cell_bytes(child)
+        return out
+    try:
+        return np.full(len(arr), max(t.bit_width // 8, 1), dtype=np.int64)
+    except ValueError:  # not fixed-width (e.g. fixed-size lists, unions): not counted
+        return np.zeros(len(arr), dtype=np.int64)
 
 
 def _is_varwidth(t: pa.DataType) -> bool:
