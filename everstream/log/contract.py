@@ -174,13 +174,14 @@ class Producer(Closeable):
         self,
         topic: str,
         table: Any,
-        key: str | None = None,
+        key: str | pa.Array | pa.ChunkedArray | None = None,
         timestamp: str | pa.Array | None = None,
     ) -> int:
-        """Write an Arrow/Polars/pandas table; returns the rows written.
+        """Write an Arrow/Polars/pandas table; returns the rows written (oversize rows: dead letters).
 
-        ``key`` names the key column; ``timestamp`` names the event-time column (timestamps or
-        epoch ms) or is an array of epoch ms; records get the current time without it.
+        ``key`` names the key column or is an array of keys (binary, string or integer);
+        ``timestamp`` names the event-time column (timestamps or epoch ms) or is an array of
+        epoch ms; records get the current time without it.
         """
 
     @abstractmethod

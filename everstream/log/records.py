@@ -291,3 +291,18 @@ def batch_timestamps(table: pa.Table, timestamp: str | pa.Array | pa.ChunkedArra
     raise SchemaError(
         f"send_batch to {topic!r}: timestamp column of type {col.type}: use a timestamp column or epoch ms"
     )
+
+
+def batch_keys(
+    table: pa.Table, key: str | pa.Array | pa.ChunkedArray | None, topic: str
+) -> pa.Array | pa.ChunkedArray | None:
+    """The key column for ``send_batch``: a column name, an array of keys, or None."""
+    if key is None:
+        return None
+    if isinstance(key, str):
+        if key not in table.column_names:
+            raise SchemaError(f"send_batch to {topic!r}: key column {key!r} not in {table.column_names}")
+        return table.column(key)
+    if len(key) != table.num_rows:
+        raise SchemaError(f"send_batch to {topic!r}: {len(key)} keys for {table.num_rows} rows")
+    return key

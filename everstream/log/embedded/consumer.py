@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from everstream.log.embedded.log import EmbeddedLog
 
 _FETCH_BATCHES = 64
+#: With ``auto_commit``, positions are committed at most this often (at poll), on rebalance and on close.
+AUTO_COMMIT_INTERVAL_S = 5.0
 
 
 class EmbeddedConsumer(Consumer):
@@ -65,6 +67,8 @@ class EmbeddedConsumer(Consumer):
         self._next_check = 0.0
         self._rr = 0
         self._closed = False
+        self._deferred: CorruptBatchError | None = None
+        self._next_auto_commit = time.monotonic() + AUTO_COMMIT_INTERVAL_S
         self.member_id = f"{uuid.uuid4().hex[:12]}"
 
     # ------------------------------------------------------------------ assignment
@@ -172,6 +176,16 @@ class EmbeddedConsumer(Consumer):
 
     def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[pa.RecordBatch]:
         self._check_open()
+        if self._deferred is not None:
+            err, self._deferred = self._deferred, None
+            raise err
+        if self._auto_commit and self.group is not None and time.monotonic() >= self._next_auto_commit:
+            self._next_auto_commit = time.monotonic() + AUTO_COMMIT_INTERVAL_S
+            if self._positions:
+                try:
+                    self.commit()
+                except ConsumerError:
+                    pass  # partitions moved: the rebalance below sorts it out
         limit = max_records or self._max_poll
         deadline = time.monotonic() + max(timeout, 0.0)
         version = -1
@@ -224,7 +238,15 @@ class EmbeddedConsumer(Consumer):
                 if not stored:
                     break
                 for sb in stored:
-                    batch = self._verified(tp, sb)
+                    try:
+                        batch = self._verified(tp, sb)
+                    except CorruptBatchError as e:
+                        if not out:
+                            raise
+                        # serve what came before the damage; the next poll raises
+                        self._positions[tp] = pos
+                        self._deferred = e
+                        return out
                     offs = batchcodec.offsets_of(batch, sb.base_offset)
                     skip = int(np.searchsorted(offs, pos)) if len(offs) and offs[0] < pos else 0
                     take = min(batch.num_rows - skip, limit - got)

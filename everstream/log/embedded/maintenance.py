@@ -69,7 +69,7 @@ def _compact_partition(con: sqlite3.Connection, store: Store, row: TopicRow, p: 
         "WHERE topic_id = ? AND partition = ? ORDER BY last_offset",
         (row.id, p),
     ).fetchall()
-    if len(rows) < 2:
+    if not rows:
         return 0
     batches = []
     for rid, base, _last, count, crc, payload in rows:
@@ -109,7 +109,7 @@ def _compact_partition(con: sqlite3.Connection, store: Store, row: TopicRow, p: 
     con.execute(
         "UPDATE partitions SET bytes = ? WHERE topic_id = ? AND partition = ?", (size_total, row.id, p)
     )
-    store._reset_start(con, row.id, p)
+    # As on Kafka, compaction leaves the log start offset alone: offset 0 stays readable.
     return removed
 
 

@@ -34,6 +34,7 @@ from everstream.log.records import (
     DEAD_LETTER_SCHEMA,
     DeadLetter,
     add_meta,
+    batch_keys,
     batch_timestamps,
     conform,
     dead_letter_batch,
@@ -167,7 +168,11 @@ class EmbeddedProducer(Producer):
             self._drain()
 
     def send_batch(
-        self, topic: str, table: Any, key: str | None = None, timestamp: str | pa.Array | None = None
+        self,
+        topic: str,
+        table: Any,
+        key: str | pa.Array | pa.ChunkedArray | None = None,
+        timestamp: str | pa.Array | None = None,
     ) -> int:
         if self._error is not None or self._closed:
             self._raise_state()
@@ -176,9 +181,7 @@ class EmbeddedProducer(Producer):
         n = int(tab.num_rows)
         if n == 0:
             return 0
-        if key and key not in tab.column_names:
-            raise SchemaError(f"send_batch to {topic!r}: key column {key!r} not in {tab.column_names}")
-        keys = tab.column(key) if key else None
+        keys = batch_keys(tab, key, topic)
         ts = batch_timestamps(tab, timestamp, topic)
         if t.declared and t.schema is not None:
             tab = conform(tab, t.schema, topic)
@@ -198,6 +201,17 @@ class EmbeddedProducer(Producer):
             schema=tab.schema,
         )
         stored = add_meta(full, ts, keyarr, None)
+        dead: list[tuple[str, DeadLetter]] = []
+        big = oversize_rows(full, self._max_record_bytes)
+        if len(big):
+            for i, row in zip(big, full.take(pa.array(big)).to_pylist(), strict=True):
+                dead.append((topic, DeadLetter(
+                    topic, f"record over the size limit of {self._max_record_bytes} bytes",
+                    raw_json(row)[:4096], key=keyarr[int(i)].as_py(),
+                )))
+            keep = np.ones(n, dtype=bool)
+            keep[big] = False
+            stored, parts = stored.filter(pa.array(keep)), parts[keep]
         out: list[tuple[_Topic, int, pa.RecordBatch]] = []
         uniq = np.unique(parts) if keys is not None else parts[:1]  # no key: one (sticky) partition
         for p in uniq:
@@ -205,9 +219,9 @@ class EmbeddedProducer(Producer):
             for start in range(0, sel.num_rows, max(self._batch_events, 1)):
                 out.append((t, int(p), sel.slice(start, self._batch_events)))
         self._flush_first()
-        self._write(out, [])
+        self._write(out, dead)
         t.sticky = (t.sticky + 1) % t.partitions
-        return n
+        return n - len(dead)
 
     def send_dead_letters(self, topic: str, letters: Sequence[DeadLetter]) -> None:
         if self._error is not None or self._closed:
