@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from everstream.errors import ConfigError, LogClosedError, ProducerError, SchemaError
+from everstream.errors import ConfigError, LogClosedError, ProducerError
 from everstream.log import batch as batchcodec
 from everstream.log.contract import (
     DEFAULT_MAX_RECORD_BYTES,
