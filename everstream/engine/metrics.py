@@ -65,6 +65,7 @@ class StepMetrics:
     late_events: int = 0
     dead_letters: int = 0
     windows_fired: int = 0
+    early_results: int = 0
     state_rows: int = 0
     watermark: int | None = None
     watermark_lag_ms: int | None = None
@@ -82,6 +83,10 @@ class StepMetrics:
             d["watermark_lag_ms"] = self.watermark_lag_ms
         if self.kind == "window":
             d.update(late_events=self.late_events, windows_fired=self.windows_fired, state_rows=self.state_rows)
+            if self.early_results:
+                d["early_results"] = self.early_results
+        if self.kind in ("rolling", "process"):
+            d.update(watermark=self.watermark, late_events=self.late_events, state_rows=self.state_rows)
         if self.dead_letters or self.kind in ("watermark", "map", "flat_map", "map_batches"):
             d["dead_letters"] = self.dead_letters
         return d

@@ -9,6 +9,7 @@ them aligned with the rows; windows use them for lateness, first/last and commit
 from __future__ import annotations
 
 import json
+import math
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from everstream.log.records import DeadLetter
 
 WATERMARK = "_watermark"
+#: Output column of early-firing windows: False for a running value, True for the result at close.
+FINAL = "final"
 INTERNAL = (*META_COLUMNS, EVENT_TIME, WATERMARK)
 _INTERNAL = frozenset(INTERNAL)
 
@@ -51,7 +54,15 @@ class Services(Protocol):
 
     def dead_letters(self, letters: list[DeadLetter]) -> None: ...
 
-    def late(self, step: p.Window, df: pl.DataFrame) -> None: ...
+    def late(self, step: p.Step, df: pl.DataFrame) -> None: ...
+
+    def now_ms(self) -> int:
+        """Processing time (wall clock, epoch ms) for processing-time windows."""
+        ...
+
+    def clock(self) -> float:
+        """Monotonic seconds, for early-firing intervals."""
+        ...
 
 
 def user_columns(df: pl.DataFrame) -> list[str]:
@@ -323,6 +334,9 @@ class SinkOp(Operator):
 
 _STATE_KEYS = (w.WS, w.WE, TOPIC_COL, PARTITION_COL)
 _MIN_OFF = "_min_off"
+_PANE = "_pane"
+#: Pending partials smaller than this (and than the state) wait to be merged until a window is due.
+_MERGE_ROWS = 50_000
 
 
 class WindowOp(Operator):
@@ -351,14 +365,24 @@ class WindowOp(Operator):
         need: list[str] = []
         for name, a in step.aggs.items():
             for e in a.partial(name):
-                need += [c for c in e.meta.root_names() if c != EVENT_TIME]
+                need += [c for c in e.meta.root_names() if c not in _INTERNAL]
         self.inputs = list(dict.fromkeys([*self.by, *need]))
+        self.processing = step.time == "processing"
+        self.early_ms = step.early_fire_ms
+        self.last_early = services.clock()
+        self.dirty: list[pl.DataFrame] = []  # (key, window) updated since the last early firing
         self.partials = [e for name, a in step.aggs.items() for e in a.partial(name)]
+        self.partial_names = [e.meta.output_name() for e in self.partials]
+        self.single = w.single(step.spec, EVENT_TIME)
         self.merges = [e for name, a in step.aggs.items() for e in a.merge(name)]
         self.finals = [a.finalize(name) for name, a in step.aggs.items()]
         self.lateness = step.allowed_lateness_ms
 
     def process(self, df: pl.DataFrame, ctx: Ctx) -> pl.DataFrame | None:
+        if self.processing:  # the event's time is when it is processed; never late
+            now = self.services.now_ms()
+            df = df.with_columns(pl.lit(now, dtype=pl.Int64).alias(EVENT_TIME),
+                                 pl.lit(now, dtype=pl.Int64).alias(WATERMARK))
         missing = [c for c in self.inputs if c not in df.columns]
         if missing or EVENT_TIME not in df.columns:
             raise StepError(
@@ -382,65 +406,146 @@ class WindowOp(Operator):
             if df.is_empty():
                 return None
         cols = [*self.inputs, EVENT_TIME, WATERMARK, OFFSET_COL]
-        assigned = w.assign(self.step.spec, df.select(cols), EVENT_TIME)
-        if isinstance(self.step.spec, w.Hopping):
-            assigned = assigned.filter(pl.col(w.WE) + self.lateness > wm)
-        session = isinstance(self.step.spec, w.Session)
+        session = isinstance(self.step.spec, (w.Session, w.Cumulative))  # WE is not WS + size
         size = 0 if session else self.step.spec.size_ms  # type: ignore[union-attr]
         keys = [*self.by, w.WS, w.WE] if session else [*self.by, w.WS]  # WE = WS + size otherwise
+        # one lazy query (assign, partials, state columns): one pass, no intermediate frames
+        reduce = [*self.partials, pl.col(OFFSET_COL).min().alias(_MIN_OFF)]
         try:
-            part = assigned.group_by(keys).agg(*self.partials, pl.col(OFFSET_COL).min().alias(_MIN_OFF))
+            if self.single is not None:
+                assigned = df.lazy().select(cols).with_columns(self.single)
+            elif isinstance(self.step.spec, w.Hopping):
+                assigned = self._panes(df.lazy().select(cols), wm).collect().lazy()
+                reduce = [*self.merges, pl.col(_MIN_OFF).min()]
+            else:
+                assigned = w.assign(self.step.spec, df.select(cols), EVENT_TIME).lazy()
         except _POLARS_ERRORS as e:
             raise self.error("an aggregate failed", ctx, df, "check the aggregates' input columns and types", e) from e
         # a batch comes from one input partition: its state rows carry it (for commit positions)
-        part = part.with_columns(
+        query = assigned.group_by(keys).agg(*reduce).with_columns(
             *([] if session else [(pl.col(w.WS) + size).alias(w.WE)]),
             pl.lit(ctx.topic, dtype=pl.String).alias(TOPIC_COL),
             pl.lit(ctx.partition, dtype=pl.Int32).alias(PARTITION_COL),
-        ).select([*self.by, *_STATE_KEYS, *[c for c in part.columns if c not in (*keys, w.WE)]])
+        ).select([*self.by, *_STATE_KEYS, *self.partial_names, _MIN_OFF])
+        try:
+            part = query.collect()
+        except _POLARS_ERRORS as e:
+            raise self.error("an aggregate failed", ctx, df, "check the aggregates' input columns and types", e) from e
         self.pending.append(part)
+        if self.early_ms is not None:
+            self.dirty.append(part.select(*self.by, w.WS, w.WE))
         return None
 
+    def _panes(self, rows: pl.LazyFrame, wm: pl.Expr) -> pl.LazyFrame:
+        """Hopping windows by panes: partials per (key, pane of gcd(size, every)), then each pane's
+        partials go to the windows holding it (instead of copying every event into each window).
+
+        Rows whose earlier windows had already fired when they arrived (allowed lateness) only
+        reach the windows still open for them: ``_open`` counts those, and is part of the pane key.
+        """
+        spec = self.step.spec
+        assert isinstance(spec, w.Hopping)
+        size, every = spec.size_ms, spec.every_ms
+        g = math.gcd(size, every)
+        k = -(-size // every)
+        ts = pl.col(EVENT_TIME)
+        pane = ts - (ts - spec.offset_ms) % g
+        last_start = pl.col(_PANE) - (pl.col(_PANE) - spec.offset_ms) % every  # the latest window holding it
+        still_open = (-((wm - last_start - size - self.lateness) // every)).clip(0, k)  # windows j < this
+        panes = (rows.with_columns(pane.alias(_PANE)).with_columns(still_open.alias("_open"))
+                 .group_by([*self.by, _PANE, "_open"])
+                 .agg(*self.partials, pl.col(OFFSET_COL).min().alias(_MIN_OFF)))
+        start = last_start - pl.col("_j") * every
+        return (panes.with_columns(pl.int_ranges(0, pl.col("_open")).alias("_j")).explode("_j")
+                .filter(pl.col("_j").is_not_null())
+                .with_columns(start.alias(w.WS))
+                .filter(pl.col(w.WS) + size > pl.col(_PANE))
+                .drop(_PANE, "_open", "_j"))
+
     def advance(self, watermark: int) -> pl.DataFrame | None:
-        """Merge this cycle's partials into the state; fire windows the watermark has passed."""
-        keys = [*self.by, *_STATE_KEYS]
-        if self.pending:
+        """Merge pending partials into the state when needed; fire windows the watermark has passed.
+
+        Under load, merging the whole state every cycle would cost O(state) per cycle; pending
+        partials are merged only when one of their windows is due, an early firing needs running
+        values, sessions may join, or they outgrow the state (bounding memory).
+        """
+        previous, self.watermark = self.watermark, max(self.watermark, watermark)
+        if self.pending and self._must_merge():
+            keys = [*self.by, *_STATE_KEYS]
             parts = ([self.state] if self.state is not None else []) + self.pending
             merged = pl.concat(parts, how="vertical_relaxed")
             if isinstance(self.step.spec, w.Session):
                 merged = w.merge_sessions(merged, self.by)
             self.state = merged.group_by(keys).agg(*self.merges, pl.col(_MIN_OFF).min())
             self.pending = []
-        previous, self.watermark = self.watermark, max(self.watermark, watermark)
+        pending_rows = sum(p.height for p in self.pending)
         if self.state is None or self.state.is_empty():
-            self.metrics.state_rows = 0
+            self.metrics.state_rows = pending_rows
+            if not self.pending:
+                self.dirty = []
             return None
         due = self.state.get_column(w.WE) + self.lateness <= self.watermark
+        early = self._early(due)
         if not due.any():
-            self.metrics.state_rows = self.state.height
-            return None
+            self.metrics.state_rows = self.state.height + pending_rows
+            return early
         fired, self.state = self.state.filter(due), self.state.filter(~due)
-        self.metrics.state_rows = self.state.height
+        self.metrics.state_rows = self.state.height + pending_rows
+        out = self._results(fired, previous, final=True)
+        self.metrics.windows_fired += out.height
+        return out if early is None else pl.concat([early, out])
+
+    def _must_merge(self) -> bool:
+        if isinstance(self.step.spec, w.Session) or self.state is None:
+            return True
+        if self.early_ms is not None and (self.services.clock() - self.last_early) * 1000.0 >= self.early_ms:
+            return True
+        rows = sum(p.height for p in self.pending)
+        if rows >= max(_MERGE_ROWS, self.state.height):
+            return True
+        first_end = min(int(p.get_column(w.WE).min()) for p in self.pending if p.height)  # type: ignore[arg-type]
+        return first_end + self.lateness <= self.watermark  # a pending window is due: it fires complete
+
+    def _results(self, rows: pl.DataFrame, previous: int, final: bool) -> pl.DataFrame:
+        """Finalized results of the windows in ``rows`` (state rows), in order of window end."""
         out = (
-            fired.group_by([*self.by, w.WS, w.WE]).agg(*self.merges)
+            rows.group_by([*self.by, w.WS, w.WE]).agg(*self.merges)
             .sort([w.WE, w.WS, *self.by])
         )
         dtype = pl.Datetime("ms", self.time_zone())
-        out = out.select(
+        return out.select(
             *self.by,
             pl.col(w.WS).cast(dtype).alias(WINDOW_START),
             pl.col(w.WE).cast(dtype).alias(WINDOW_END),
             *self.finals,
+            *([] if self.early_ms is None else [pl.lit(final).alias(FINAL)]),
             (pl.col(w.WE) - 1).alias(EVENT_TIME),
             pl.lit(max(previous, -MAX_TIME) - self.lateness, dtype=pl.Int64).alias(WATERMARK),
         )
-        self.metrics.windows_fired += out.height
+
+    def _early(self, due: pl.Series) -> pl.DataFrame | None:
+        """Running values of open windows updated since the last early firing, at most every early_fire."""
+        if self.early_ms is None or not self.dirty or self.state is None:
+            return None
+        now = self.services.clock()
+        if (now - self.last_early) * 1000.0 < self.early_ms:
+            return None
+        self.last_early = now
+        dirty = pl.concat(self.dirty).unique()
+        self.dirty = []
+        open_rows = self.state.filter(~due).join(dirty, on=[*self.by, w.WS, w.WE], how="semi", nulls_equal=True)
+        if open_rows.is_empty():
+            return None
+        out = self._results(open_rows, self.watermark, final=False)
+        self.metrics.early_results += out.height
         return out
 
     def held_offsets(self) -> dict[tuple[str, int], int]:
         """Per input (topic, partition): the oldest offset an open window still holds."""
-        if self.state is None or self.state.is_empty():
+        parts = [f for f in ([self.state] if self.state is not None else []) + self.pending if f.height]
+        if not parts:
             return {}
-        held = (self.state.filter(pl.col(_MIN_OFF).is_not_null())
+        held = (pl.concat([f.select(TOPIC_COL, PARTITION_COL, _MIN_OFF) for f in parts])
+                .filter(pl.col(_MIN_OFF).is_not_null())
                 .group_by([TOPIC_COL, PARTITION_COL]).agg(pl.col(_MIN_OFF).min()))
         return {(str(t), int(q)): int(o) for t, q, o in held.iter_rows()}

@@ -17,10 +17,12 @@ import polars as pl
 import pyarrow as pa
 
 from everstream.engine.aggregates import Aggregate
+from everstream.engine.features import Feature
 from everstream.engine.windows import WindowSpec
 from everstream.errors import PlanError
 
 OnError = Literal["raise", "dead_letter"]
+TimeKind = Literal["event", "processing"]
 
 _STEP_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,120}$")
 
@@ -120,10 +122,38 @@ class Window(Step):
     by: tuple[str, ...]
     aggs: Mapping[str, Aggregate]
     allowed_lateness_ms: int = 0
+    early_fire_ms: int | None = None  # emit running values of open windows this often (processing time)
+    time: TimeKind = "event"
 
     def describe(self) -> str:
         aggs = ", ".join(f"{k}={a.describe()}" for k, a in self.aggs.items())
-        return f"window({self.spec.describe()}, by={list(self.by)}, {aggs})"
+        extra = "" if self.early_fire_ms is None else f", early fire every {self.early_fire_ms} ms"
+        extra += ", processing time" if self.time == "processing" else ""
+        return f"window({self.spec.describe()}, by={list(self.by)}, {aggs}{extra})"
+
+
+@dataclass(frozen=True, eq=False)
+class Rolling(Step):
+    """Per-key features over each event's recent past, emitted with the event in event-time order."""
+
+    by: tuple[str, ...]
+    features: Mapping[str, Feature]
+
+    def describe(self) -> str:
+        feats = ", ".join(f"{k}={f.describe()}" for k, f in self.features.items())
+        return f"rolling(by={list(self.by)}, {feats})"
+
+
+@dataclass(frozen=True, eq=False)
+class Process(Step):
+    """A keyed process function: per-event Python with per-key state and timers."""
+
+    by: tuple[str, ...]
+    fn: Any
+    on_error: OnError = "raise"
+
+    def describe(self) -> str:
+        return f"process(by={list(self.by)}, {getattr(self.fn, '__qualname__', repr(self.fn))})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -197,7 +227,7 @@ class Plan:
         sink, a map or a map_batches needs every column.
         """
         step = self.step(step_id)
-        if isinstance(step, (Sink, Map, MapBatches)):
+        if isinstance(step, (Sink, Map, MapBatches, Process)):
             return None
         if isinstance(step, Window):
             cols = set(step.by)
@@ -215,6 +245,8 @@ class Plan:
             below |= got
         if isinstance(step, Filter):
             return _with_roots(below, (step.predicate,))
+        if isinstance(step, Rolling):
+            return frozenset(below | set(step.by) | {c for f in step.features.values() for c in f.columns})
         if isinstance(step, Watermark):
             return frozenset(below | {step.field})
         if isinstance(step, Select):

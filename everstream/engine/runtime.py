@@ -30,7 +30,10 @@ from everstream.engine import operators as ops
 from everstream.engine import plan as p
 from everstream.engine.aggregates import EVENT_TIME
 from everstream.engine.app import App
+from everstream.engine.ordered import CountWindowOp, RollingOp
+from everstream.engine.process import ProcessOp
 from everstream.engine.time import MAX_TIME, MIN_TIME
+from everstream.engine.windows import Count
 from everstream.errors import EngineError, UnknownTopicError
 from everstream.log.contract import (
     OFFSET_COL,
@@ -42,6 +45,8 @@ from everstream.log.contract import (
     TopicSpec,
 )
 from everstream.log.records import DeadLetter
+
+Stateful = ops.WindowOp | RollingOp | CountWindowOp | ProcessOp
 
 
 def dead_letter_topic_of(app: str) -> str:
@@ -94,6 +99,7 @@ class Runner:
         max_batch_events: int = 250_000,
         commit_interval: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         from everstream.log.open import open_log
 
@@ -103,6 +109,7 @@ class Runner:
         self.log = log if log is not None else open_log()
         self.app_name = app.name
         self._clock = clock
+        self._wall = wall_clock
         self._poll_timeout = poll_timeout
         self._max_batch = max_batch_events
         self._commit_interval = commit_interval
@@ -113,6 +120,7 @@ class Runner:
         self._pending_late: dict[str, list[pl.DataFrame]] = {}
         self._late_topics: set[str] = set()
         self._started = time.monotonic()
+        self._finishing = False
         self._last_commit = clock()
         self._committed: dict[tuple[str, int], int] = {}
         self._next: dict[tuple[str, int], int] = {}
@@ -127,13 +135,13 @@ class Runner:
             had = self._columns.get(s.topic, frozenset())
             self._columns[s.topic] = None if need is None or had is None else had | need
         self.ops: dict[str, ops.Operator] = {}
-        self._windows: list[ops.WindowOp] = []
+        self._windows: list[Stateful] = []  # operators the watermark drives, in plan order
         self._sinks: list[ops.SinkOp] = []
         self._watermarks: dict[str, ops.WatermarkOp] = {}
         for step in self.plan:
             self.ops[step.step_id] = self._operator(step, partitions)
         self._order = {s.step_id: i for i, s in enumerate(self.plan)}
-        self._holdback = {s.step_id: self._holdback_of(s.step_id) for s in self.plan if isinstance(s, p.Window)}
+        self._holdback = {op.step.step_id: self._holdback_of(op.step.step_id) for op in self._windows}
 
         self.consumer = self.log.consumer(group or app.name, start=start)
         self.producer = self.log.producer(linger_ms=1.0)
@@ -180,16 +188,26 @@ class Runner:
             return ops.MapOp(step, self)
         if isinstance(step, p.Union):
             return ops.UnionOp(step, self)
-        if isinstance(step, p.Window):
+        if isinstance(step, (p.Window, p.Rolling, p.Process)):
             wms = self.plan.watermarks_of(step.step_id)
             first = self._watermarks[wms[-1].step_id] if wms else None
-            wop = ops.WindowOp(step, self, lambda: first.time_zone if first else "UTC", multi_source=len(wms) > 1)
-            self._windows.append(wop)
-            return wop
-        if isinstance(step, p.Sink):
-            sop = ops.SinkOp(step, self)
-            self._sinks.append(sop)
+            multi = len(wms) > 1
+            sop: Stateful
+            if isinstance(step, p.Rolling):
+                sop = RollingOp(step, self, multi_source=multi)
+            elif isinstance(step, p.Process):
+                sop = ProcessOp(step, self, multi_source=multi)
+            elif isinstance(step.spec, Count):
+                sop = CountWindowOp(step, self, first.time_zone if first and first.time_zone else "UTC",
+                                    multi_source=multi)
+            else:
+                sop = ops.WindowOp(step, self, lambda: first.time_zone if first else "UTC", multi_source=multi)
+            self._windows.append(sop)
             return sop
+        if isinstance(step, p.Sink):
+            sink = ops.SinkOp(step, self)
+            self._sinks.append(sink)
+            return sink
         raise EngineError(f"step {step.step_id!r}: no operator for {type(step).__name__}")
 
     def _check_schema(self, step: p.Source) -> None:
@@ -207,15 +225,22 @@ class Runner:
 
     def _holdback_of(self, step_id: str) -> int:
         """Allowed lateness of windows upstream: their results reach this step that much later."""
-        return sum(s.allowed_lateness_ms for s in self.plan.upstream(step_id) if isinstance(s, p.Window))
+        return sum(s.allowed_lateness_ms for s in self.plan.upstream(step_id)
+                   if isinstance(s, p.Window) and s.time == "event")
 
     # ------------------------------------------------------------------ services for operators
 
     def dead_letters(self, letters: list[DeadLetter]) -> None:
         self._pending_dead.extend(letters)
 
-    def late(self, step: p.Window, df: pl.DataFrame) -> None:
+    def late(self, step: p.Step, df: pl.DataFrame) -> None:
         self._pending_late.setdefault(late_topic_of(self.app_name, step.step_id), []).append(df)
+
+    def now_ms(self) -> int:
+        return int(self._wall() * 1000)
+
+    def clock(self) -> float:
+        return self._clock()
 
     # ------------------------------------------------------------------ the loop
 
@@ -267,6 +292,8 @@ class Runner:
             wm = min(wms) if wms else MIN_TIME
             if wm < MAX_TIME:
                 wm -= self._holdback[sid]
+            if isinstance(wop.step, p.Window) and wop.step.time == "processing":
+                wm = MAX_TIME if self._finishing else self.now_ms()
             t0 = time.perf_counter()
             out = wop.advance(wm)
             wop.metrics.latency.observe((time.perf_counter() - t0) * 1000.0)
@@ -328,6 +355,7 @@ class Runner:
 
     def finish(self) -> None:
         """End of a bounded input: the final watermark fires every window; write and commit."""
+        self._finishing = True
         for op in self._watermarks.values():
             op.tracker.finish()
         self._advance()
@@ -415,15 +443,19 @@ def _frames(
             continue
         topic = b.column(TOPIC_COL).dictionary[0].as_py()
         part = int(b.column(PARTITION_COL)[0].as_py())
-        need = columns.get(topic)
-        if need is not None:  # metadata the engine itself needs; the rest is left in the log
-            b = b.select([c for c in b.schema.names if c in need or c in (PARTITION_COL, OFFSET_COL)])
         groups.setdefault((topic, part), []).append(b)
     for tp, bs in groups.items():
+        need = columns.get(tp[0])
         try:
-            df = pl.from_arrow(pa.Table.from_batches(bs), rechunk=False)
+            table = pa.Table.from_batches(bs)
+            if need is not None:  # metadata the engine itself needs; the rest is left in the log
+                table = table.select([c for c in table.schema.names if c in need or c in (PARTITION_COL, OFFSET_COL)])
+            df = pl.from_arrow(table, rechunk=False)
         except pa.ArrowInvalid:  # undeclared topic whose schema changed between batches
-            df = pl.concat([pl.from_arrow(b) for b in bs], how="diagonal_relaxed")  # type: ignore[misc]
+            frames = [pl.from_arrow(b) for b in bs]
+            df = pl.concat(frames, how="diagonal_relaxed")  # type: ignore[type-var]
+            if need is not None:
+                df = df.select([c for c in df.columns if c in need or c in (PARTITION_COL, OFFSET_COL)])
         assert isinstance(df, pl.DataFrame)
         yield tp, df
 

@@ -9,8 +9,9 @@ import polars as pl
 
 from everstream.engine import plan as p
 from everstream.engine.aggregates import Aggregate
+from everstream.engine.features import Feature
 from everstream.engine.time import Duration, duration_ms
-from everstream.engine.windows import WindowSpec
+from everstream.engine.windows import Count, WindowSpec
 from everstream.errors import PlanError
 
 if TYPE_CHECKING:
@@ -125,18 +126,78 @@ class Stream:
         by: str | Iterable[str] | None = None,
         *,
         allowed_lateness: Duration = "0s",
+        early_fire: Duration | None = None,
+        time: str = "event",
         name: str | None = None,
     ) -> WindowedStream:
-        """Group events into event-time windows per key; finish with ``.agg(...)``.
+        """Group events into windows per key; finish with ``.agg(...)``.
 
         A window fires once, when the watermark passes its end plus ``allowed_lateness``.
         Events that arrive after all their windows fired go to the topic
         ``<app>.<step_id>.late`` and are counted in the step's metrics.
+
+        ``early_fire="500ms"`` also emits the running value of open windows that changed, at most
+        that often (processing time), for live views; the output then has a ``final`` column,
+        False for running values and True for the one result at close. ``time="processing"``
+        uses the wall clock at processing instead of event time (no watermark needed).
         """
         if not isinstance(spec, WindowSpec):
-            raise PlanError(f"window() takes es.tumbling(...), es.hopping(...) or es.session(...), not {spec!r}")
+            raise PlanError(f"window() takes es.tumbling(...), es.hopping(...), es.session(...), "
+                            f"es.cumulative(...) or es.count_window(...), not {spec!r}")
+        if time not in ("event", "processing"):
+            raise PlanError(f"window(time={time!r}): use 'event' (default) or 'processing'")
+        if isinstance(spec, Count) and (time == "processing" or early_fire is not None):
+            raise PlanError("count windows are in event-time order and fire on their n-th event: "
+                            "drop time='processing' and early_fire")
         keys = () if by is None else (by,) if isinstance(by, str) else tuple(by)
-        return WindowedStream(self, spec, keys, duration_ms(allowed_lateness, "allowed_lateness"), name)
+        early = None if early_fire is None else duration_ms(early_fire, "early_fire")
+        if early is not None and early <= 0:
+            raise PlanError(f"window(early_fire={early_fire!r}) must be positive, e.g. '500ms'")
+        return WindowedStream(self, spec, keys, duration_ms(allowed_lateness, "allowed_lateness"), name,
+                              early, time)
+
+    # ------------------------------------------------------------------ per-key features and functions
+
+    def rolling(self, by: str | Iterable[str] | None = None, *, name: str | None = None,
+                **features: Feature) -> Stream:
+        """Add per-key rolling features to every event, e.g. the velocity of a card::
+
+            payments.rolling(by="card", n_10m=es.rolling_count("10m"), sum_1h=es.rolling_sum("amount", "1h"),
+                             ewma=es.ewma("amount", half_life="30m"), gap=es.time_since_last())
+
+        Each event comes out with its features once the watermark passes its time, in event-time
+        order; windowed features cover ``(t - over, t]`` of its key, the event itself included.
+        """
+        if not features:
+            raise PlanError("rolling() needs at least one feature, e.g. n_10m=es.rolling_count('10m')")
+        keys = () if by is None else (by,) if isinstance(by, str) else tuple(by)
+        for out, f in features.items():
+            if not isinstance(f, Feature):
+                raise PlanError(f"rolling({out}=...): {f!r} is not a feature; use es.rolling_sum('amount', '10m'), "
+                                "es.rolling_count('10m'), es.ewma(...), es.time_since_last()")
+            if out in keys or out.startswith("_"):
+                raise PlanError(f"rolling(): feature name {out!r} clashes with a key or metadata column")
+        self._needs_event_time("rolling")
+        return self._app.add(p.Rolling, self, "rolling", name, by=keys, features=dict(features))
+
+    def key_by(self, *by: str) -> KeyedStream:
+        """Key the stream by columns, for ``.process(fn)``.
+
+        The events of a key must come from one input partition (the topic is keyed by it);
+        repartitioning through a topic is not built yet.
+        """
+        if not by or not all(isinstance(b, str) and b for b in by):
+            raise PlanError(f"key_by() takes column names, got {by!r}")
+        return KeyedStream(self, tuple(by))
+
+    def _needs_event_time(self, what: str) -> None:
+        if not self._app.plan_so_far().watermarks_of(self.step_id) and not isinstance(
+            self._app.step(self.step_id), p.Watermark
+        ):
+            raise PlanError(
+                f"{what} on {self.step_id!r} needs event time: declare it on the source, e.g. "
+                "app.stream('payments').with_watermark('ts', max_delay='2s')"
+            )
 
     # ------------------------------------------------------------------ sinks
 
@@ -159,8 +220,9 @@ class WindowedStream:
     """A stream grouped into windows; ``agg`` turns it back into a stream of window results."""
 
     def __init__(self, stream: Stream, spec: WindowSpec, by: tuple[str, ...], lateness_ms: int,
-                 name: str | None) -> None:
+                 name: str | None, early_fire_ms: int | None = None, time: str = "event") -> None:
         self._stream, self._spec, self._by, self._lateness, self._name = stream, spec, by, lateness_ms, name
+        self._early, self._time = early_fire_ms, time
 
     def agg(self, **aggs: Aggregate) -> Stream:
         """Aggregate each window: ``.agg(high=es.max("price"), n=es.count())``.
@@ -172,18 +234,36 @@ class WindowedStream:
         for out, a in aggs.items():
             if not isinstance(a, Aggregate):
                 raise PlanError(f"agg({out}=...): {a!r} is not an aggregate; use es.sum('qty'), es.count(), ...")
-            if out in self._by or out in (WINDOW_START, WINDOW_END) or out.startswith("_"):
+            reserved = (WINDOW_START, WINDOW_END, "window", "final")
+            if out in self._by or out in reserved or out.startswith("_"):
                 raise PlanError(f"agg(): output name {out!r} clashes with a key, window column or metadata")
         app = self._stream.app
-        if not app.plan_so_far().watermarks_of(self._stream.step_id) and not isinstance(
-            app.step(self._stream.step_id), p.Watermark
-        ):
-            raise PlanError(
-                f"window on {self._stream.step_id!r} needs event time: declare it on the source, e.g. "
-                "app.stream('trades').with_watermark('ts', max_delay='2s')"
-            )
+        if self._time == "event":
+            self._stream._needs_event_time("window")
         return app.add(p.Window, self._stream, "window", self._name, spec=self._spec, by=self._by,
-                       aggs=dict(aggs), allowed_lateness_ms=self._lateness)
+                       aggs=dict(aggs), allowed_lateness_ms=self._lateness, early_fire_ms=self._early,
+                       time=self._time)
+
+
+class KeyedStream:
+    """A stream keyed by columns; ``process`` runs a keyed process function on it."""
+
+    def __init__(self, stream: Stream, by: tuple[str, ...]) -> None:
+        self._stream, self._by = stream, by
+
+    def process(self, fn: Any, *, name: str | None = None, on_error: str = "raise") -> Stream:
+        """Run ``fn(event, ctx)`` per event in event-time order, with per-key ``ctx.state`` and timers.
+
+        ``fn`` is a function, or a :class:`es.KeyedProcess` subclass (or instance) with
+        ``process(event, ctx)`` and ``on_timer(at, ctx)``. It returns a dict, a list of dicts or
+        None; those are the step's output. See :mod:`everstream.engine.process`.
+        """
+        target = fn() if isinstance(fn, type) else fn
+        if not callable(getattr(target, "process", None)) and not callable(target):
+            raise PlanError(f"process() takes a function or a KeyedProcess class, got {type(fn).__name__}: {fn!r}")
+        self._stream._needs_event_time("process")
+        return self._stream.app.add(p.Process, self._stream, "process", name, by=self._by, fn=target,
+                                    on_error=p.check_on_error(on_error))
 
 
 def _expr(e: Any, where: str) -> pl.Expr:

@@ -3,7 +3,9 @@
 A window is ``[start, end)`` in event time (epoch ms). Tumbling windows tile time; hopping
 windows of ``size`` start every ``every``, so an event belongs to ``ceil(size / every)`` of them;
 session windows per key grow while events arrive less than ``gap`` apart, and merge when an
-event bridges two sessions.
+event bridges two sessions. Cumulative windows all start at the start of a ``size`` period and end
+every ``step`` (day-to-date in 1-hour steps); count windows hold every ``n`` events of a key in
+event-time order.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from everstream.errors import ConfigError
 #: Internal columns of window state: start and end of the window (epoch ms).
 WS = "_ws"
 WE = "_we"
+#: An end no event time reaches (count windows never close on time).
+MAX_END = 1 << 61
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,29 @@ class Session:
         return f"session(gap {self.gap_ms} ms)"
 
 
-WindowSpec = Tumbling | Hopping | Session
+@dataclass(frozen=True)
+class Cumulative:
+    """Windows ``[period_start, period_start + k * step_ms)`` for k = 1 .. size/step (period-to-date)."""
+
+    size_ms: int
+    step_ms: int
+    offset_ms: int = 0
+
+    def describe(self) -> str:
+        return f"cumulative({self.size_ms} ms in {self.step_ms} ms steps)"
+
+
+@dataclass(frozen=True)
+class Count:
+    """Every ``n`` events of a key, in event-time order (ties: arrival order)."""
+
+    n: int
+
+    def describe(self) -> str:
+        return f"count({self.n} events)"
+
+
+WindowSpec = Tumbling | Hopping | Session | Cumulative | Count
 
 
 def tumbling(size: Duration, offset: Duration = 0) -> Tumbling:
@@ -86,17 +112,53 @@ def session(gap: Duration) -> Session:
     return Session(g)
 
 
+def cumulative(size: Duration, step: Duration, offset: Duration = 0) -> Cumulative:
+    """Cumulative windows: ``es.cumulative("1d", step="1h")`` fires day-to-date results every hour."""
+    s, e = duration_ms(size, "size"), duration_ms(step, "step")
+    if s <= 0 or e <= 0:
+        raise ConfigError(f"cumulative window size and step must be positive, got size={size!r} step={step!r}")
+    if s % e:
+        raise ConfigError(f"cumulative window size={size!r} is not a multiple of step={step!r}; e.g. size='1d', "
+                          "step='1h'")
+    return Cumulative(s, e, duration_ms(offset, "offset") % s)
+
+
+def count_window(n: int) -> Count:
+    """Count windows: ``es.count_window(100)`` aggregates every 100 events of a key (event-time order)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ConfigError(f"count_window(n={n!r}): n must be a positive integer number of events")
+    return Count(n)
+
+
 def last_end(spec: WindowSpec, ts: pl.Expr) -> pl.Expr:
     """The end of the last window an event at ``ts`` belongs to (it is late once that has fired)."""
     if isinstance(spec, Tumbling):
         return _align(ts, spec.size_ms, spec.offset_ms) + spec.size_ms
     if isinstance(spec, Hopping):
         return _align(ts, spec.every_ms, spec.offset_ms) + spec.size_ms
+    if isinstance(spec, Cumulative):
+        return _align(ts, spec.size_ms, spec.offset_ms) + spec.size_ms
+    if isinstance(spec, Count):  # fires on its n-th event, which can come at any time
+        return pl.lit(MAX_END, dtype=pl.Int64)
     return ts + spec.gap_ms
 
 
 def _align(ts: pl.Expr, step: int, offset: int) -> pl.Expr:
     return ts - (ts - offset) % step
+
+
+def single(spec: WindowSpec, ts: str) -> list[pl.Expr] | None:
+    """``_ws``/``_we`` expressions when every event belongs to exactly one window (else None)."""
+    col = pl.col(ts)
+    if isinstance(spec, Tumbling):
+        start = _align(col, spec.size_ms, spec.offset_ms)
+    elif isinstance(spec, Hopping) and spec.every_ms >= spec.size_ms:
+        start = _align(col, spec.every_ms, spec.offset_ms)
+    elif isinstance(spec, Session):
+        return [col.alias(WS), (col + spec.gap_ms).alias(WE)]
+    else:
+        return None
+    return [start.alias(WS), (start + spec.size_ms).alias(WE)]
 
 
 def assign(spec: WindowSpec, df: pl.DataFrame, ts: str) -> pl.DataFrame:
@@ -107,6 +169,14 @@ def assign(spec: WindowSpec, df: pl.DataFrame, ts: str) -> pl.DataFrame:
         return df.with_columns(start.alias(WS), (start + spec.size_ms).alias(WE))
     if isinstance(spec, Session):
         return df.with_columns(col.alias(WS), (col + spec.gap_ms).alias(WE))
+    if isinstance(spec, Cumulative):  # one row per step end after the event, up to the period's end
+        k = spec.size_ms // spec.step_ms
+        start = _align(col, spec.size_ms, spec.offset_ms)
+        first = (col - start) // spec.step_ms + 1  # the first step end after the event
+        out = df.with_columns(start.alias(WS), (first + pl.int_ranges(0, k + 1 - first)).alias(WE)).explode(WE)
+        return out.with_columns((pl.col(WS) + pl.col(WE) * spec.step_ms).alias(WE))
+    if isinstance(spec, Count):
+        raise ConfigError("count windows are assigned in event-time order by the count-window operator")
     k = -(-spec.size_ms // spec.every_ms)
     n = df.height
     if k == 1:

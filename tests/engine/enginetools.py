@@ -88,6 +88,13 @@ def window_sql(spec: Any, by: str | None, aggs: Mapping[str, str], table: str = 
             f"SELECT {keys}window_start, window_start + {size} AS window_end, {select} "
             f"FROM w WHERE window_start + {size} > ts GROUP BY ALL"
         )
+    if isinstance(spec, es.engine.Cumulative):
+        size, step = spec.size_ms, spec.step_ms
+        return (
+            f"WITH w AS (SELECT *, ts - ts % {size} AS window_start, ts - ts % {size} + i * {step} AS window_end "
+            f"FROM {table}, range(1, {size // step + 1}) r(i)) "
+            f"SELECT {keys}window_start, window_end, {select} FROM w WHERE window_end > ts GROUP BY ALL"
+        )
     gap = spec.gap_ms
     return (
         f"WITH s AS (SELECT *, CASE WHEN ts - lag(ts) OVER ({part}ORDER BY ts) <= {gap} THEN 0 ELSE 1 END AS new "
@@ -116,7 +123,7 @@ def engine_output(log: Log, topic: str, by: str | None) -> pl.DataFrame:
 
 
 def _sorted(df: pl.DataFrame, by: str | None) -> pl.DataFrame:
-    return df.sort([c for c in (by, "window_start") if c])
+    return df.sort([c for c in (by, "window_start", "window_end") if c and c in df.columns])
 
 
 def assert_same(engine: pl.DataFrame, ref: pl.DataFrame) -> None:
