@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -64,6 +65,19 @@ class _Topic:
 
 
 @dataclass
+class _Work:
+    """Encoded batches of one submit, committed together by the writer thread."""
+
+    items: list[tuple[int, int, batchcodec.EncodedBatch]]
+    produced: int
+    dead: int
+
+
+#: Submits waiting for the writer before send_batch blocks (back-pressure).
+_MAX_QUEUED = 16
+
+
+@dataclass
 class _Pending:
     values: list[Mapping[str, Any]] = field(default_factory=list)
     keys: list[bytes | None] = field(default_factory=list)
@@ -104,8 +118,16 @@ class EmbeddedProducer(Producer):
         self._dead = 0
         self._produced = 0
         self._last_maintenance = time.monotonic()
+        # encoded work waits here for the writer thread, which commits everything queued in one
+        # transaction (group commit): encoding the next batch overlaps the fsync of the last one
+        self._queue: deque[_Work] = deque()
+        self._cv = threading.Condition()
+        self._submitted = 0  # works queued so far
+        self._committed = 0  # works durable so far
         self._thread = threading.Thread(target=self._run, name="everstream-producer", daemon=True)
         self._thread.start()
+        self._writer = threading.Thread(target=self._write_loop, name="everstream-writer", daemon=True)
+        self._writer.start()
 
     # ------------------------------------------------------------------ public
 
@@ -218,8 +240,9 @@ class EmbeddedProducer(Producer):
             sel = stored.filter(pa.array(parts == p)) if len(uniq) > 1 else stored
             for start in range(0, sel.num_rows, max(self._batch_events, 1)):
                 out.append((t, int(p), sel.slice(start, self._batch_events)))
-        self._flush_first()
-        self._write(out, dead)
+        with self._drain_lock:  # buffered single records go first: per-partition order
+            self._drain_locked()
+            self._submit(out, dead)
         t.sticky = (t.sticky + 1) % t.partitions
         return n - len(dead)
 
@@ -227,14 +250,16 @@ class EmbeddedProducer(Producer):
         if self._error is not None or self._closed:
             self._raise_state()
         if letters:
-            self._flush_first()
-            self._write([], [(topic, d) for d in letters])
+            with self._drain_lock:
+                self._drain_locked()
+                self._submit([], [(topic, d) for d in letters])
 
     def flush(self, timeout: float | None = None) -> None:
-        del timeout  # the embedded log writes synchronously: flush returns when durable
+        """Return once everything sent before the call is committed (fsync'd by default)."""
         if self._error is not None:
             self._raise_state()
         self._drain()
+        self._wait_committed(self._submitted, timeout)
         if self._error is not None:
             self._raise_state()
 
@@ -244,10 +269,14 @@ class EmbeddedProducer(Producer):
         try:
             if self._error is None:
                 self._drain()
+                self._wait_committed(self._submitted, None)
         finally:
             self._closed = True
             self._wake.set()
+            with self._cv:
+                self._cv.notify_all()
             self._thread.join(timeout=5)
+            self._writer.join(timeout=30)
             self._store.close()
         if self._error is not None:
             self._raise_state()
@@ -269,11 +298,6 @@ class EmbeddedProducer(Producer):
         self._topics[topic] = t
         return t
 
-    def _flush_first(self) -> None:
-        """Keep per-partition order: buffered single records go before a later batch."""
-        if self._buffered:
-            self._drain()
-
     def _run(self) -> None:
         while not self._closed:
             self._wake.wait(self._linger if self._linger > 0 else 0.001)
@@ -290,27 +314,31 @@ class EmbeddedProducer(Producer):
                 return
 
     def _drain(self) -> None:
+        """Build batches of the buffered single records and queue them for the writer."""
         with self._drain_lock:
-            with self._lock:
-                if not self._buf:
-                    return
-                bufs, self._buf = self._buf, {}
-                self._buffered = 0
-            for name in {tp[0] for tp in bufs}:
-                t = self._topics[name]
-                t.sticky = (t.sticky + 1) % t.partitions
-            out: list[tuple[_Topic, int, pa.RecordBatch]] = []
-            dead: list[tuple[str, DeadLetter]] = []
-            for (name, p), pend in bufs.items():
-                t = self._topics[name]
-                batch = self._build(t, p, pend, dead)
-                if batch is not None:
-                    out.append((t, p, batch))
-            try:
-                self._write(out, dead)
-            except BaseException as e:
-                self._error = e
-                raise
+            self._drain_locked()
+
+    def _drain_locked(self) -> None:
+        with self._lock:
+            if not self._buf:
+                return
+            bufs, self._buf = self._buf, {}
+            self._buffered = 0
+        for name in {tp[0] for tp in bufs}:
+            t = self._topics[name]
+            t.sticky = (t.sticky + 1) % t.partitions
+        out: list[tuple[_Topic, int, pa.RecordBatch]] = []
+        dead: list[tuple[str, DeadLetter]] = []
+        for (name, p), pend in bufs.items():
+            t = self._topics[name]
+            batch = self._build(t, p, pend, dead)
+            if batch is not None:
+                out.append((t, p, batch))
+        try:
+            self._submit(out, dead)
+        except BaseException as e:
+            self._error = e
+            raise
 
     def _build(
         self, t: _Topic, p: int, pend: _Pending, dead: list[tuple[str, DeadLetter]]
@@ -363,13 +391,14 @@ class EmbeddedProducer(Producer):
                 rest.headers.append(pend.headers[i])
         return self._build(t, p, rest, dead) if rest.values else None
 
-    def _write(
+    def _submit(
         self, out: list[tuple[_Topic, int, pa.RecordBatch]], dead: list[tuple[str, DeadLetter]]
     ) -> None:
-        encoded = [
-            (t, p, batchcodec.encode(b, t.row.spec.compression)) for t, p, b in out if b.num_rows
+        """Encode batches (in the caller's thread) and queue them for the writer thread."""
+        items = [
+            (t.row.id, p, batchcodec.encode(b, t.row.spec.compression)) for t, p, b in out if b.num_rows
         ]
-        dlq: list[tuple[int, int, batchcodec.EncodedBatch]] = []
+        produced = sum(enc.count for _, _, enc in items)
         if dead:
             stamp = now_ms()
             by_topic = {
@@ -379,19 +408,55 @@ class EmbeddedProducer(Producer):
                 row = self._store.find_topic(dead_letter_topic(name)) or self._store.create_topic(
                     TopicSpec(dead_letter_topic(name), 1, schema=DEAD_LETTER_SCHEMA), exist_ok=True
                 )
-                dlq.append((row.id, 0, batchcodec.encode(dead_letter_batch(letters, stamp))))
-        if not encoded and not dlq:
+                items.append((row.id, 0, batchcodec.encode(dead_letter_batch(letters, stamp))))
+        if not items:
             return
-        try:
-            with self._store.write() as con:
-                for t, p, enc in encoded:
-                    self._store.append(con, t.row.id, p, enc)
-                for tid, p, enc in dlq:
-                    self._store.append(con, tid, p, enc)
-        except sqlite3.Error as e:
-            raise self._store.storage_error(e, "appending batches") from e
-        self._produced += sum(enc.count for _, _, enc in encoded)
-        self._dead += len(dead)
+        with self._cv:
+            while len(self._queue) >= _MAX_QUEUED and self._error is None:
+                self._cv.wait(0.1)
+            if self._error is not None:
+                self._raise_state()
+            self._queue.append(_Work(items, produced, len(dead)))
+            self._submitted += 1
+            self._cv.notify_all()
+
+    def _wait_committed(self, target: int, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            while self._committed < target and self._error is None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise ProducerError(
+                        f"flush timed out after {timeout} s with {target - self._committed} commit(s) pending"
+                    )
+                self._cv.wait(0.1 if left is None else min(left, 0.1))
+
+    def _write_loop(self) -> None:
+        """The writer thread: commit everything queued in one transaction, repeatedly."""
+        while True:
+            with self._cv:
+                while not self._queue and not self._closed:
+                    self._cv.wait(0.1)
+                if not self._queue:
+                    return
+                works = list(self._queue)
+                self._queue.clear()
+            try:
+                with self._store.write() as con:
+                    for work in works:
+                        for tid, p, enc in work.items:
+                            self._store.append(con, tid, p, enc)
+            except BaseException as e:  # surfaced on the next send/flush: never silent
+                err = self._store.storage_error(e, "appending batches") if isinstance(e, sqlite3.Error) else e
+                with self._cv:
+                    self._error = err
+                    self._cv.notify_all()
+                return
+            with self._cv:
+                self._produced += sum(w.produced for w in works)
+                self._dead += sum(w.dead for w in works)
+                self._committed += len(works)
+                self._cv.notify_all()
 
 
 def _as_binary(keys: pa.ChunkedArray | pa.Array) -> pa.Array:
