@@ -80,41 +80,58 @@ def decode(payload: bytes, compression: str | None = None) -> pa.RecordBatch:
     return batches[0]
 
 
+class _Constants:
+    """Constant ``_topic``/``_partition`` columns per (topic, partition), sliced zero-copy."""
+
+    def __init__(self) -> None:
+        self._cols: dict[tuple[str, int], tuple[pa.Array, pa.Array]] = {}
+
+    def get(self, topic: str, partition: int, n: int) -> tuple[pa.Array, pa.Array]:
+        cols = self._cols.get((topic, partition))
+        if cols is None or len(cols[0]) < n:
+            size = max(n, 16_384)
+            topic_col = pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(size, dtype=np.int32)), pa.array([topic], pa.string())
+            )
+            cols = (topic_col, pa.array(np.full(size, partition, dtype=np.int32)))
+            if len(self._cols) > 4096:
+                self._cols.clear()
+            self._cols[(topic, partition)] = cols
+        return cols[0].slice(0, n), cols[1].slice(0, n)
+
+
+_CONSTANTS = _Constants()
+_TOPIC_TYPE = pa.dictionary(pa.int32(), pa.string())
+_INTERNAL = (OFFSET_COL, TIMESTAMP_COL, KEY_COL)
+
+
 def with_metadata(
     stored: pa.RecordBatch, topic: str, partition: int, base_offset: int
 ) -> pa.RecordBatch:
     """Add ``_topic``, ``_partition`` and ``_offset`` to a stored batch (order: user, meta)."""
     n = stored.num_rows
-    names = stored.schema.names
-    cols = []
-    fields = []
+    schema = stored.schema
+    names = schema.names
     if OFFSET_COL in names:
         offsets = stored.column(OFFSET_COL)
     else:
         offsets = pa.array(np.arange(base_offset, base_offset + n, dtype=np.int64))
-    for i, name in enumerate(names):
-        if name in (OFFSET_COL, TIMESTAMP_COL, KEY_COL):
-            continue
-        if name.startswith("_"):  # _headers: kept after the user's columns
-            continue
-        cols.append(stored.column(i))
-        fields.append(stored.schema.field(i))
-    topic_col = pa.DictionaryArray.from_arrays(
-        pa.array(np.zeros(n, dtype=np.int32)), pa.array([topic], pa.string())
-    )
-    meta = [
-        (pa.field(TOPIC_COL, topic_col.type), topic_col),
-        (pa.field(PARTITION_COL, pa.int32()), pa.array(np.full(n, partition, dtype=np.int32))),
-        (pa.field(OFFSET_COL, pa.int64()), offsets),
-        (stored.schema.field(TIMESTAMP_COL), stored.column(TIMESTAMP_COL)),
-        (stored.schema.field(KEY_COL), stored.column(KEY_COL)),
+    user = [i for i, name in enumerate(names) if not name.startswith("_")]
+    extra = [i for i, name in enumerate(names) if name.startswith("_") and name not in _INTERNAL]
+    topic_col, partition_col = _CONSTANTS.get(topic, partition, n)
+    cols = [stored.column(i) for i in user]
+    fields = [schema.field(i) for i in user]
+    cols += [topic_col, partition_col, offsets, stored.column(TIMESTAMP_COL), stored.column(KEY_COL)]
+    fields += [
+        pa.field(TOPIC_COL, _TOPIC_TYPE),
+        pa.field(PARTITION_COL, pa.int32()),
+        pa.field(OFFSET_COL, pa.int64()),
+        schema.field(TIMESTAMP_COL),
+        schema.field(KEY_COL),
     ]
-    for i, name in enumerate(names):
-        if name.startswith("_") and name not in (OFFSET_COL, TIMESTAMP_COL, KEY_COL):
-            meta.append((stored.schema.field(i), stored.column(i)))
-    for f, c in meta:
-        fields.append(f)
-        cols.append(c)
+    for i in extra:  # _headers: after the metadata columns
+        cols.append(stored.column(i))
+        fields.append(schema.field(i))
     return pa.RecordBatch.from_arrays(cols, schema=pa.schema(fields))
 
 
