@@ -38,6 +38,11 @@ log_app = typer.Typer(help="Check and maintain the embedded log's storage.", no_
 app.add_typer(topics_app, name="topics")
 app.add_typer(log_app, name="log")
 
+
+from everstream.bench.cli import bench_app  # noqa: E402 - light module: heavy imports are inside its commands
+
+app.add_typer(bench_app, name="bench")
+
 err = Console(stderr=True, soft_wrap=True)
 
 

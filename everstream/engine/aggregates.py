@@ -151,7 +151,11 @@ class Mean(Aggregate):
 
 @dataclass(frozen=True)
 class First(Aggregate):
-    """The value of the earliest event by event time (ties: the earliest arrival)."""
+    """The value of the earliest event by event time (ties: the earliest arrival).
+
+    ``last=True``: the latest event by event time (ties: the latest arrival, as kdb+ ``last``,
+    DuckDB ``arg_max`` over arrival order and the peers do).
+    """
 
     column: str
     last: bool = False
@@ -164,7 +168,9 @@ class First(Aggregate):
         return f"{'last' if self.last else 'first'}({self.column})"
 
     def _pick(self, value: pl.Expr, ts: pl.Expr) -> pl.Expr:
-        return value.get(ts.arg_max() if self.last else ts.arg_min())
+        if self.last:
+            return value.filter(ts == ts.max()).last()
+        return value.get(ts.arg_min())
 
     def partial(self, name: str) -> list[pl.Expr]:
         ts = pl.col(EVENT_TIME)

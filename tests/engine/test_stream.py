@@ -110,3 +110,22 @@ def test_custom_aggregate(log: Log, names: Callable[[str], str]) -> None:
     got = read_topic(log, out)
     assert got.height > 0
     assert_frame_equal(got.select("range"), got.select((pl.col("high") - pl.col("low")).alias("range")))
+
+
+def test_first_and_last_break_event_time_ties_by_arrival(log: Log, names: Callable[[str], str]) -> None:
+    """Trades in the same millisecond: first = earliest arrival, last = latest arrival (as DuckDB, kdb+)."""
+    base = 1_767_225_600_000
+    data = pl.DataFrame({
+        "ts": [base, base, base + 5, base + 5, base + 5, base + 70_000],
+        "symbol": ["A"] * 6,
+        "price": [1.0, 2.0, 3.0, 4.0, 5.0, 9.0],
+        "qty": [1, 1, 1, 1, 1, 1],
+    })
+    topic, out = names("trades"), names("bars")
+    produce(log, topic, data, chunk=2)  # ties split across batches too
+    app = es.App(names("market"))
+    app.stream(topic).with_watermark("ts", max_delay="1s").window(es.tumbling("1m"), by="symbol").agg(
+        open=es.first("price"), close=es.last("price")).to(out)
+    app.run(log, until_idle=True)
+    got = read_topic(log, out).sort("window_start").select("open", "close")
+    assert got.rows() == [(1.0, 5.0), (9.0, 9.0)]

@@ -1,0 +1,149 @@
+"""Run one benchmark query through everstream (log -> engine -> log) and check it against DuckDB.
+
+The data is generated once per ``(suite, events, seed)`` into Parquet (the peers read the same
+file), copied into an embedded log (not timed), then the engine runs the query until idle
+(timed: ``seconds``), its output topic is read back and compared with the DuckDB batch reference.
+``peak_rss_mb`` is the process's peak resident memory sampled during the engine run.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from everstream.bench import data
+from everstream.bench.check import compare, reference
+from everstream.bench.queries import Query, get
+from everstream.errors import ConfigError
+
+DEFAULT_DATA = Path(os.environ.get("EVERSTREAM_BENCH_DATA", "benchmarks/.data"))
+INPUT_TOPIC = {"finance": "trades", "nexmark": "nexmark"}
+
+
+def dataset(suite: str, events: int, seed: int, directory: Path) -> Path:
+    """The Parquet file of ``suite``'s input (generated on first use)."""
+    if suite == "finance":
+        return data.cached_parquet(directory, f"trades-{events}-{seed}", lambda: data.trades(events, seed=seed))
+    if suite == "nexmark":
+        return data.cached_parquet(directory, f"nexmark-{events}-{seed}", lambda: data.nexmark(events, seed=seed))
+    raise ConfigError(f"unknown benchmark suite {suite!r}: use finance or nexmark")
+
+
+def rss_mb(pid: int | None = None) -> float:
+    """Resident memory of a process and its children (Linux /proc), in MB."""
+    root = pid or os.getpid()
+    pids = {root}
+    try:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                    if ppid in pids or ppid == root:
+                        pids.add(int(entry))
+                except (OSError, ValueError, IndexError):
+                    continue
+    except OSError:
+        pass
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+class RssSampler:
+    """Peak RSS of a process tree, sampled every ``every`` seconds in a daemon thread."""
+
+    def __init__(self, pid: int | None = None, every: float = 0.05) -> None:
+        self.pid, self.every, self.peak = pid, every, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mb(self.pid))
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb(self.pid))
+
+
+def check_output(q: Query, got: pl.DataFrame, parquet: Path) -> tuple[bool, str]:
+    """Compare an engine's output for ``q`` with the DuckDB reference over ``parquet``."""
+    if q.normalize is not None and got.height:
+        got = q.normalize(got)
+    want = reference(q.reference_sql, {q.tables[0]: parquet})
+    return compare(got, want, q.exact, q.approx)
+
+
+def not_expressible(q: Query, events: int) -> dict[str, Any]:
+    return {"suite": q.suite, "query": q.name, "title": q.title, "engine": "everstream", "events": events,
+            "status": "not expressible", "reason": q.reason, "seconds": None, "events_per_s": None,
+            "peak_rss_mb": None, "correct": None}
+
+
+def run(suite: str, name: str, events: int, *, seed: int = 7, data_dir: Path | None = None,
+        batch_events: int = 10_000, work_dir: Path | None = None) -> dict[str, Any]:
+    """Run query ``name`` of ``suite`` over ``events`` generated events; a JSON-able result."""
+    from everstream.engine import App
+    from everstream.engine.testing import read_topic
+    from everstream.log import EmbeddedLog, TopicSpec
+
+    q = get(suite, name)
+    if q.build is None:
+        return not_expressible(q, events)
+    parquet = dataset(suite, events, seed, data_dir or DEFAULT_DATA)
+    topic = INPUT_TOPIC[suite]
+    time_col = "ts" if suite == "finance" else "date_time"
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix="everstream-bench-") as tmp:
+        log = EmbeddedLog(Path(tmp) / "log", durability="relaxed")
+        try:
+            log.create_topic(TopicSpec(topic, 1))
+            table = pq.read_table(parquet)
+            rows = table.num_rows
+            with log.producer(batch_events=batch_events) as producer:
+                for b in table.to_batches(batch_events):
+                    producer.send_batch(topic, b, timestamp=time_col)
+                producer.flush()
+            del table
+            gc.collect()
+
+            app = App(f"bench-{suite}-{q.name}")
+            q.build(app.stream(topic)).to("out")
+            with RssSampler() as rss:
+                t0, c0 = time.perf_counter(), time.process_time()
+                result = app.run(log, until_idle=True, poll_timeout=0.001)
+                seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+            names = {t.name for t in log.list_topics()}
+            out = read_topic(log, "out") if "out" in names else pl.DataFrame()
+        finally:
+            log.close()
+    ok, detail = check_output(q, out, parquet)
+    return {
+        "suite": suite, "query": q.name, "title": q.title, "engine": "everstream", "status": "ok",
+        "events": rows, "seconds": round(seconds, 4), "events_per_s": round(rows / seconds),
+        "cpu_seconds": round(cpu, 4), "events_per_cpu_s": round(rows / cpu) if cpu > 0 else None,
+        "peak_rss_mb": round(rss.peak, 1), "correct": ok, "check": detail, "output_rows": out.height,
+        "late_events": result.late_events, "notes": q.notes, "seed": seed,
+        "python": sys.version.split()[0], "machine": platform.machine(),
+    }
