@@ -32,6 +32,9 @@ def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Log]:
     if request.param == "embedded":
         lg: Log = EmbeddedLog(tmp_path / "data", durability="relaxed")
     else:
+        pending = request.node.get_closest_marker("kafka_pending")
+        if pending is not None:
+            pytest.skip(f"engine on the Kafka log: {pending.args[0]} (open in issue [P2·engine])")
         from everstream.log.kafka import KafkaLog
 
         setting = os.environ["EVERSTREAM_TEST_KAFKA"]

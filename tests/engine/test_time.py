@@ -27,6 +27,7 @@ class ManualClock:
         return self.now
 
 
+@pytest.mark.kafka_pending("fails on Kafka: 15 late events counted, 25 expected")
 def test_late_events_go_to_side_topic_and_are_counted(log: Log, names: Callable[[str], str]) -> None:
     """Events behind the watermark by more than max_delay: side topic <app>.<step>.late, counted, not in results."""
     data = trades(2000, seed=4, disorder_ms=800)
@@ -83,6 +84,7 @@ def _drain(runner: es.engine.Runner) -> None:
 
 
 @pytest.mark.parametrize("idle_timeout", ["5s", None])
+@pytest.mark.kafka_pending("fails on Kafka: the watermark stays None")
 def test_idle_partition_is_left_out_of_the_watermark(
     idle_timeout: str | None, log: Log, names: Callable[[str], str]
 ) -> None:
