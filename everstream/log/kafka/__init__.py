@@ -23,6 +23,7 @@ Transactions
 
 from everstream.log.kafka.consumer import KafkaConsumer
 from everstream.log.kafka.log import KafkaLog
-from everstream.log.kafka.producer import KafkaProducer, KafkaTransactionalProducer
+from everstream.log.kafka.producer import KafkaProducer
+from everstream.log.kafka.transaction import KafkaTransactionalProducer
 
 __all__ = ["KafkaConsumer", "KafkaLog", "KafkaProducer", "KafkaTransactionalProducer"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ class KafkaAdmin:
         except KafkaException as e:
             raise unreachable(bootstrap, timeout_s, e) from e
         self.brokers = max(len(md.brokers), 1)
+        self._broker_ids = sorted(md.brokers)
+        self._broker_config: dict[str, str | None] | None = None
+        self._lock = threading.Lock()
         if replication_factor is not None and not 1 <= replication_factor <= self.brokers:
             raise ConfigError(
                 f"replication factor {replication_factor}: the cluster at {bootstrap} has {self.brokers} "
@@ -63,6 +67,21 @@ class KafkaAdmin:
 
     def close(self) -> None:
         self.registry.close()
+
+    def broker_setting(self, key: str) -> str | None:
+        """A broker configuration value (read once; None when it cannot be read, e.g. no ACL)."""
+        with self._lock:
+            if self._broker_config is None:
+                found: dict[str, str | None] = {}
+                if self._broker_ids:
+                    res = ConfigResource(ConfigResource.Type.BROKER, str(self._broker_ids[0]))
+                    try:
+                        entries = self.client.describe_configs([res], request_timeout=self.timeout)[res].result()
+                        found = {k: v.value for k, v in entries.items()}
+                    except KafkaException:
+                        pass
+                self._broker_config = found
+            return self._broker_config.get(key)
 
     # ------------------------------------------------------------------ create / delete
 

@@ -160,9 +160,12 @@ def encode(batch: pa.RecordBatch | pa.Table) -> list[bytes]:
     if any(_needs_wire(f.type) for f in fields):
         cols = [_to_wire(c, f.type) if _needs_wire(f.type) else c for c, f in zip(cols, fields, strict=True)]
     wire = pa.RecordBatch.from_arrays(cols, names=[f.name for f in fields])
-    if n < _SMALL and not _has_nan(wire):
+    if n < _SMALL and _flat(wire.schema) and not _has_nan(wire):
+        # timestamps as text made by Arrow: exact for every unit and time zone
+        cols = [c.cast(pa.string()) if _as_text(c.type) else c for c in wire.columns]
+        flat = pa.RecordBatch.from_arrays(cols, names=wire.schema.names)
         dumps = json.JSONEncoder(separators=(",", ":"), default=_json_default, allow_nan=False).encode
-        return [dumps(r).encode() for r in wire.to_pylist()]
+        return [dumps(r).encode() for r in flat.to_pylist()]
     frame = pl.from_arrow(wire)
     assert isinstance(frame, pl.DataFrame)
     text = frame.write_ndjson()
@@ -174,15 +177,21 @@ def encode(batch: pa.RecordBatch | pa.Table) -> list[bytes]:
     return lines
 
 
+def _as_text(t: pa.DataType) -> bool:
+    return bool(pa.types.is_timestamp(t) or pa.types.is_date(t))
+
+
+def _flat(schema: pa.Schema) -> bool:
+    """Only scalar columns (the small-batch encoder's domain; nested ones go through Polars)."""
+    return all(not pa.types.is_nested(f.type) for f in schema)
+
+
 def _json_default(v: Any) -> Any:
-    """The small-batch encoder's forms, the same as Polars writes (and the reader parses)."""
-    if isinstance(v, (datetime.datetime, datetime.date, datetime.time)):
+    """Values Python's json module does not know (after the Arrow casts above: none expected)."""
+    if isinstance(v, (datetime.date, datetime.time)):
         return v.isoformat()
     if isinstance(v, decimal.Decimal):
-        return str(v)
-    iso = getattr(v, "isoformat", None)  # pandas.Timestamp (nanosecond timestamps)
-    if iso is not None:
-        return iso()
+        return format(v, "f")
     raise TypeError(f"cannot encode {type(v).__name__} as JSON")
 
 
@@ -361,6 +370,10 @@ class JsonCodec:
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError) as e:
                     error = str(e)
             bad.append((int(idx[sel[0]]), self._explain(error)))
+            return
+        if len(sel) <= 8:  # small failing groups: each line on its own (skips the inner levels)
+            for i in sel:
+                self._bisect(lines, [i], good, bad, idx, None)
             return
         mid = len(sel) // 2
         self._bisect(lines, sel[:mid], good, bad, idx, None)

@@ -14,10 +14,11 @@ position once messages flow (it steps over transaction markers), and move with `
 
 from __future__ import annotations
 
-import itertools
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,34 +39,41 @@ from everstream.errors import (
     UnknownTopicError,
 )
 from everstream.log.contract import (
-    HEADERS_COL,
-    HEADERS_TYPE,
-    KEY_COL,
-    OFFSET_COL,
-    PARTITION_COL,
-    TIMESTAMP_COL,
-    TIMESTAMP_TYPE,
-    TOPIC_COL,
     Consumer,
     StartAt,
 )
 from everstream.log.contract import TopicPartition as TP
 from everstream.log.kafka.client import base_config, describe, error_of, is_retriable, logger
 from everstream.log.kafka.codec import JsonCodec, warm_up
+from everstream.log.kafka.messages import record_batches
 from everstream.log.records import DeadLetter
 
 if TYPE_CHECKING:
     from everstream.log.kafka.log import KafkaLog
     from everstream.log.kafka.producer import KafkaProducer
 
+#: Records per poll while most of the input is undecodable (each costs ~0.5 ms to pin down).
+_DLQ_POLL = 1_000
+#: How long a commit waits for the broker's confirmation before giving the thread back.
+_COMMIT_WAIT_S = 5.0
+#: Messages decoded together (one JSON parse) within a poll.
+_CHUNK = 20_000
 #: Largest number of messages librdkafka hands over in one ``consume`` call.
 _CONSUME_MAX = 100_000
+#: Position of a partition whose start offset librdkafka resolves itself (see ``_on_assign``).
+_UNKNOWN = -1
 _FENCED = frozenset({
     KafkaError.REBALANCE_IN_PROGRESS,
     KafkaError.ILLEGAL_GENERATION,
     KafkaError.UNKNOWN_MEMBER_ID,
     KafkaError.FENCED_INSTANCE_ID,
 })
+
+
+@dataclass
+class _Commit:
+    done: bool = False
+    error: KafkaError | None = None
 
 
 def _ms(start: int | datetime) -> int:
@@ -97,6 +105,12 @@ class KafkaConsumer(Consumer):
             )
         if isolation not in ("read_committed", "read_uncommitted"):
             raise ConfigError(f"isolation={isolation!r}: use read_committed (default) or read_uncommitted")
+        if group is not None:  # the broker refuses sessions outside its bounds: stay inside them
+            low = log.admin.broker_setting("group.min.session.timeout.ms")
+            if low is not None and low.isdigit() and session_timeout_ms < int(low):
+                logger.info("group %r: session timeout %d ms raised to the broker's minimum %s ms",
+                            group, session_timeout_ms, low)
+                session_timeout_ms = int(low)
         self._log = log
         self.group = group
         self._start = start
@@ -107,7 +121,7 @@ class KafkaConsumer(Consumer):
         conf = base_config(log.bootstrap, {
             "group.id": group if group is not None else f"everstream-unassigned-{uuid.uuid4().hex[:12]}",
             "enable.auto.commit": self._auto_commit,
-            "auto.commit.interval.ms": 1000,
+            "auto.commit.interval.ms": 5000,  # as the embedded log
             "auto.offset.reset": "latest" if start == "latest" else "earliest",
             "isolation.level": isolation,
             "partition.assignment.strategy": "cooperative-sticky",
@@ -119,6 +133,7 @@ class KafkaConsumer(Consumer):
             "max.partition.fetch.bytes": 8 << 20,
             "queued.max.messages.kbytes": 256 << 10,
             "error_cb": self._on_error,
+            "on_commit": self._on_commit,
             **log.client_config,
             **(config or {}),
         })
@@ -137,6 +152,10 @@ class KafkaConsumer(Consumer):
         self._callback_error: BaseException | None = None
         self._dlq: KafkaProducer | None = None
         self._dead = 0
+        self._cap = max_poll_records  # lowered to _DLQ_POLL while most records are dead letters
+        self._commits: deque[_Commit] = deque()  # commits waiting for the broker's answer, in order
+        self._stash: list[Message] = []  # fetched while waiting for a commit: served by the next poll
+        self._in_callback = False
 
     # ------------------------------------------------------------------ topics
 
@@ -218,30 +237,45 @@ class KafkaConsumer(Consumer):
         return out
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        tps = [(tp.topic, tp.partition) for tp in partitions]
         try:
-            tps = [(tp.topic, tp.partition) for tp in partitions]
             self._load(t for t, _ in tps)
             resolved = self._resolve(tps)
-            self._pos.update(resolved)
+        except BrokerError as e:
+            # the broker is (still) unreachable, e.g. restarting: let librdkafka start these partitions
+            # itself (committed offset, else auto.offset.reset) once it is back; positions follow
+            logger.warning("group %r: resolving start offsets of %s failed (%s); librdkafka resolves them",
+                           self.group, tps, e)
+            self._pos.update({tp: _UNKNOWN for tp in tps})
             self._assigned = sorted(set(self._assigned) | set(tps))
-            consumer.incremental_assign([TopicPartition(t, p, resolved[(t, p)]) for t, p in tps])
+            consumer.incremental_assign(partitions)
+            return
         except BaseException as e:  # raised by the poll that served the callback
             self._callback_error = e
             consumer.incremental_assign(partitions)
+            return
+        self._pos.update(resolved)
+        self._assigned = sorted(set(self._assigned) | set(tps))
+        consumer.incremental_assign([TopicPartition(t, p, resolved[(t, p)]) for t, p in tps])
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         gone = {(tp.topic, tp.partition) for tp in partitions}
         if self._auto_commit and gone:
+            self._in_callback = True
             try:
                 self._commit({tp: o for tp, o in self.positions().items() if tp in gone})
             except EverstreamError as e:
                 logger.warning("group %r: commit on revocation failed: %s", self.group, e)
+            finally:
+                self._in_callback = False
         self._drop(gone)
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self._drop({(tp.topic, tp.partition) for tp in partitions})
 
     def _drop(self, gone: set[TP]) -> None:
+        if self._stash:
+            self._stash = [m for m in self._stash if (m.topic(), m.partition()) not in gone]
         for tp in gone:
             self._pos.pop(tp, None)
         self._assigned = [tp for tp in self._assigned if tp not in gone]
@@ -250,8 +284,8 @@ class KafkaConsumer(Consumer):
 
     def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[pa.RecordBatch]:
         self._check_open()
-        limit = max(1, max_records or self._max_poll)
-        msgs = self._c.consume(min(limit, _CONSUME_MAX), 0)
+        limit = max(1, min(max_records or self._max_poll, self._cap))
+        msgs = self._take_stash(limit) or self._c.consume(min(limit, _CONSUME_MAX), 0)
         if not msgs:
             deadline = time.monotonic() + max(timeout, 0.0)
             while not msgs:
@@ -283,8 +317,10 @@ class KafkaConsumer(Consumer):
                 keep.append(m)
             elif err.code() == KafkaError._PARTITION_EOF:
                 continue
-            elif err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.UNKNOWN_TOPIC_ID):
+            elif err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.UNKNOWN_TOPIC_ID) and m.topic():
                 raise UnknownTopicError(str(m.topic()), "it was deleted while this consumer read it")
+            elif m.topic() is None and not err.retriable():
+                raise ConsumerError(f"consumer group {self.group!r}: {err.name()}: {err.str()}")
             elif err.fatal() or not (err.retriable() or err.code() in (KafkaError._TRANSPORT,)):
                 raise ConsumerError(
                     f"reading topic {m.topic()!r} partition {m.partition()} failed: {err.name()}: {err.str()}"
@@ -294,6 +330,44 @@ class KafkaConsumer(Consumer):
         return keep
 
     def _batches(self, msgs: list[Message]) -> list[pa.RecordBatch]:
+        """Decode in chunks; when a chunk is mostly bad, hand back what is done and read the rest later.
+
+        Pinning down a bad record costs ~0.5 ms (bisection), so a poll full of them would block for
+        minutes: instead the consumer moves back to the first record not yet decoded and takes
+        small polls until the input is clean again.
+        """
+        out: list[pa.RecordBatch] = []
+        for start in range(0, len(msgs), _CHUNK):
+            chunk = msgs[start:start + _CHUNK]
+            try:
+                bad = self._chunk(chunk, out)
+            except ConsumerError as e:
+                if not out:
+                    raise
+                self._rewind(msgs[start:])  # hand back what is decoded; the error comes with the next poll
+                self._callback_error = e
+                return out
+            if bad > 100 and bad * 10 > len(chunk):
+                self._cap = _DLQ_POLL
+                if start + _CHUNK < len(msgs):
+                    self._rewind(msgs[start + _CHUNK:])
+                    break
+            elif bad * 100 <= len(chunk):
+                self._cap = self._max_poll
+        return out
+
+    def _rewind(self, rest: list[Message]) -> None:
+        first: dict[TP, int] = {}
+        for m in rest:
+            tp = (str(m.topic()), int(m.partition()))
+            off = int(m.offset())
+            if off < first.get(tp, off + 1):
+                first[tp] = off
+        for tp, off in first.items():
+            if tp in self._pos:
+                self._seek(tp, off)
+
+    def _chunk(self, msgs: list[Message], out: list[pa.RecordBatch]) -> int:
         n = len(msgs)
         parts = np.fromiter(map(Message.partition, msgs), dtype=np.int32, count=n)
         offs = np.fromiter(map(Message.offset, msgs), dtype=np.int64, count=n)
@@ -312,7 +386,6 @@ class KafkaConsumer(Consumer):
                     rows = np.flatnonzero(tarr == name)
                     groups.append((name, [msgs[i] for i in rows], rows))
         self._advance(groups, parts, offs)
-        out: list[pa.RecordBatch] = []
         letters: list[DeadLetter] = []
         for topic, tmsgs, sel in groups:
             tparts = parts if sel is None else parts[sel]
@@ -320,7 +393,7 @@ class KafkaConsumer(Consumer):
             out.extend(self._decode(topic, tmsgs, tparts, toffs, letters))
         if letters:
             self._write_dead(letters, groups, parts, offs)
-        return out
+        return len(letters)
 
     def _assigned_topics(self) -> set[str]:
         return {t for t, _ in self._assigned}
@@ -358,40 +431,7 @@ class KafkaConsumer(Consumer):
         gparts = parts if allrows else parts[rows]
         goffs = offs if allrows else offs[rows]
         gkeys = keys if allrows else [keys[i] for i in rows]
-        ts = np.fromiter((t for _, t in map(Message.timestamp, good_msgs)), dtype=np.int64, count=len(good_msgs))
-        ts_arr = pa.array(ts, mask=ts < 0) if (ts < 0).any() else pa.array(ts)
-        headers = list(map(Message.headers, good_msgs))
-        m = len(good_msgs)
-        table = dec.table
-        topic_col = pa.DictionaryArray.from_arrays(
-            pa.array(np.zeros(m, dtype=np.int32)), pa.array([topic], pa.string())
-        )
-        meta = [
-            (pa.field(TOPIC_COL, topic_col.type), topic_col),
-            (pa.field(PARTITION_COL, pa.int32()), pa.array(gparts)),
-            (pa.field(OFFSET_COL, pa.int64()), pa.array(goffs)),
-            (pa.field(TIMESTAMP_COL, TIMESTAMP_TYPE), ts_arr.cast(TIMESTAMP_TYPE)),
-            (pa.field(KEY_COL, pa.binary()), pa.array(gkeys, pa.binary())),
-        ]
-        has_headers = any(headers)
-        if has_headers:
-            meta.append((pa.field(HEADERS_COL, HEADERS_TYPE), pa.array(headers, HEADERS_TYPE)))
-        fields = [*table.schema, *(f for f, _ in meta)]
-        cols = [*table.columns, *(c for _, c in meta)]
-        full = pa.Table.from_arrays(cols, schema=pa.schema(fields))
-        runs = _runs(gparts)
-        if runs is None:  # partitions interleaved: group them, keeping offset order within each
-            order = np.argsort(gparts, kind="stable")
-            full = full.take(pa.array(order))
-            gparts = gparts[order]
-            runs = _runs(gparts) or []
-        out: list[pa.RecordBatch] = []
-        for a, b in runs:
-            piece = full.slice(a, b - a)
-            if has_headers and piece.column(HEADERS_COL).null_count == piece.num_rows:
-                piece = piece.drop_columns([HEADERS_COL])
-            out.extend(piece.to_batches())
-        return out
+        return record_batches(dec.table, topic, good_msgs, gparts, goffs, gkeys)
 
     def _write_dead(self, letters: list[DeadLetter], groups: list[tuple[str, list[Message], np.ndarray | None]],
                     parts: np.ndarray, offs: np.ndarray) -> None:
@@ -444,6 +484,8 @@ class KafkaConsumer(Consumer):
         return self._log.admin.offsets([tp])[tp]
 
     def _seek(self, tp: TP, offset: int) -> None:
+        if self._stash:
+            self._stash = [m for m in self._stash if (m.topic(), m.partition()) != tp]
         target = TopicPartition(tp[0], tp[1], offset)
         deadline = time.monotonic() + 2.0
         while True:
@@ -481,8 +523,15 @@ class KafkaConsumer(Consumer):
         tp = (topic, partition)
         if tp not in self._pos:
             raise ConsumerError(f"topic {topic!r} partition {partition} is not assigned to this consumer")
+        held = self._stashed().get(tp)
+        if held is not None:  # fetched while a commit was confirmed, not handed out yet
+            return held
         lib = self._c.position([TopicPartition(topic, partition)])[0].offset
-        return int(lib) if lib >= 0 else self._pos[tp]
+        if lib >= 0:
+            return int(lib)
+        if self._pos[tp] == _UNKNOWN:
+            self._pos[tp] = self._resolve([tp])[tp]
+        return self._pos[tp]
 
     def positions(self) -> dict[TP, int]:
         """The next offset to read of every assigned partition."""
@@ -490,8 +539,10 @@ class KafkaConsumer(Consumer):
         if not tps:
             return {}
         lib = self._c.position([TopicPartition(t, p) for t, p in tps])
-        return {tp: (int(r.offset) if r.offset >= 0 else self._pos[tp]) for tp, r in zip(tps, lib, strict=True)
-                if tp in self._pos}
+        out = {tp: (int(r.offset) if r.offset >= 0 else self._pos[tp]) for tp, r in zip(tps, lib, strict=True)
+               if tp in self._pos}
+        out.update({tp: off for tp, off in self._stashed().items() if tp in out})
+        return {tp: off for tp, off in out.items() if off != _UNKNOWN}  # unknown: nothing read, nothing to commit
 
     def group_metadata(self) -> Any:
         """The group metadata a transactional producer's ``send_offsets`` needs."""
@@ -512,10 +563,7 @@ class KafkaConsumer(Consumer):
         deadline = time.monotonic() + self._timeout * 3
         while True:
             try:
-                res = self._c.commit(offsets=tps, asynchronous=False)
-                bad = [r for r in (res or []) if r.error is not None]
-                if bad:
-                    raise KafkaException(bad[0].error)
+                self._commit_once(tps, deadline)
                 return
             except KafkaException as e:
                 err = error_of(e)
@@ -533,6 +581,63 @@ class KafkaConsumer(Consumer):
                     time.sleep(0.1)
                     continue
                 raise BrokerError(f"group {self.group!r}: committing offsets {dict(todo)} failed: {describe(e)}") from e
+
+    def _commit_once(self, tps: list[TopicPartition], deadline: float) -> None:
+        """One commit, confirmed by the broker before ``deadline``.
+
+        librdkafka's synchronous commit cannot be bounded and serves nothing while it waits: a
+        rebalance that needs this consumer's callbacks (or another member polled by the same
+        thread) would block it for minutes. So: commit asynchronously and serve the consumer
+        (rebalance callbacks included) until the commit's own callback arrives; messages fetched
+        meanwhile are kept for the next poll. With ``auto_commit`` (librdkafka's commits share the
+        callback), and inside a rebalance callback, the synchronous commit is used.
+        """
+        if self._auto_commit or self._in_callback:
+            res = self._c.commit(offsets=tps, asynchronous=False)
+            bad = [r for r in (res or []) if r.error is not None]
+            if bad:
+                raise KafkaException(bad[0].error)
+            return
+        slot = _Commit()
+        self._commits.append(slot)
+        self._c.commit(offsets=tps, asynchronous=True)
+        wait_until = min(deadline, time.monotonic() + _COMMIT_WAIT_S)
+        while not slot.done:
+            if time.monotonic() > wait_until:
+                offsets = {(tp.topic, tp.partition): tp.offset for tp in tps}
+                raise CommitFailedError(
+                    f"group {self.group!r}: the commit of offsets {offsets} was not confirmed within "
+                    f"{_COMMIT_WAIT_S:g} s: the group is rebalancing (another member, possibly polled by this "
+                    "same thread, has to rejoin first) or the broker is unreachable. Poll and commit again; "
+                    "records since the last confirmed commit may be read again."
+                )
+            m = self._c.poll(0.05)
+            if m is not None:
+                self._stash.append(m)
+        if slot.error is not None:
+            raise KafkaException(slot.error)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if not self._commits:
+            return
+        slot = self._commits.popleft()
+        slot.error = err if err is not None else next((p.error for p in partitions if p.error is not None), None)
+        slot.done = True
+
+    def _stashed(self) -> dict[TP, int]:
+        """First stashed offset per partition (data messages only)."""
+        first: dict[TP, int] = {}
+        for m in self._stash:
+            if m.error() is None:
+                tp = (str(m.topic()), int(m.partition()))
+                first.setdefault(tp, int(m.offset()))
+        return first
+
+    def _take_stash(self, limit: int) -> list[Message]:
+        if not self._stash:
+            return []
+        out, self._stash = self._stash[:limit], self._stash[limit:]
+        return out
 
     def committed(self, topic: str, partition: int) -> int | None:
         if self.group is None:
@@ -596,14 +701,3 @@ class KafkaConsumer(Consumer):
             raise LogClosedError("consumer is closed")
         if self._error is not None:
             raise self._error
-
-
-def _runs(parts: np.ndarray) -> list[tuple[int, int]] | None:
-    """Row ranges holding one partition each, or None when a partition appears in two places."""
-    n = len(parts)
-    if n == 0:
-        return []
-    change = np.flatnonzero(parts[1:] != parts[:-1]) + 1
-    bounds = [0, *change.tolist(), n]
-    runs = list(itertools.pairwise(bounds))
-    return runs if len(runs) == len(np.unique(parts)) else None

@@ -11,7 +11,8 @@ from everstream.log.contract import DEFAULT_MAX_RECORD_BYTES, Log, StartAt, Topi
 from everstream.log.kafka.admin import KafkaAdmin
 from everstream.log.kafka.client import check_bootstrap
 from everstream.log.kafka.consumer import KafkaConsumer
-from everstream.log.kafka.producer import KafkaProducer, KafkaTransactionalProducer
+from everstream.log.kafka.producer import KafkaProducer
+from everstream.log.kafka.transaction import KafkaTransactionalProducer
 
 DEFAULT_TIMEOUT_S = 10.0
 

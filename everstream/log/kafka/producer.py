@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka import Producer as RdProducer
 
 from everstream.errors import ConfigError, LogClosedError, ProducerError, SchemaError
@@ -36,13 +36,13 @@ from everstream.log.contract import (
     TopicSpec,
     dead_letter_topic,
 )
-from everstream.log.contract import TopicPartition as TP
 from everstream.log.kafka import codec
 from everstream.log.kafka.client import base_config, describe, error_of, logger
 from everstream.log.partitioner import key_bytes, keys_to_binary, partition_for, partitions_for_column
 from everstream.log.records import (
     DEAD_LETTER_SCHEMA,
     DeadLetter,
+    batch_keys,
     batch_timestamps,
     conform,
     raw_json,
@@ -53,8 +53,8 @@ from everstream.log.records import (
 from everstream.schema.arrow import record_to_dict
 
 if TYPE_CHECKING:
-    from everstream.log.kafka.consumer import KafkaConsumer
     from everstream.log.kafka.log import KafkaLog
+    from everstream.log.kafka.transaction import KafkaTransactionalProducer
 
 _KEY_CACHE_MAX = 100_000
 _CODECS = {"lz4": "lz4", "zstd": "zstd", "none": "none"}
@@ -127,6 +127,7 @@ class KafkaProducer(Producer):
         self._buffered = 0
         self._lock = threading.Lock()  # guards _buf/_buffered
         self._drain_lock = threading.RLock()  # one thread hands records to librdkafka at a time
+        self._serve_lock = threading.Lock()  # one thread serves librdkafka's callbacks at a time
         self._wake = threading.Event()
         self._closed = False
         self._error: BaseException | None = None
@@ -203,7 +204,11 @@ class KafkaProducer(Producer):
             self._drain()
 
     def send_batch(
-        self, topic: str, table: Any, key: str | None = None, timestamp: str | pa.Array | None = None
+        self,
+        topic: str,
+        table: Any,
+        key: str | pa.Array | pa.ChunkedArray | None = None,
+        timestamp: str | pa.Array | None = None,
     ) -> int:
         if self._error is not None or self._closed:
             self._raise_state()
@@ -218,9 +223,7 @@ class KafkaProducer(Producer):
             raise SchemaError(
                 f"send_batch to {topic!r}: field names {clash} are reserved for record metadata; rename them"
             )
-        if key and key not in tab.column_names:
-            raise SchemaError(f"send_batch to {topic!r}: key column {key!r} not in {tab.column_names}")
-        keys = tab.column(key) if key else None
+        keys = batch_keys(tab, key, topic)
         ts = batch_timestamps(tab, timestamp, topic)
         if t.declared and t.schema is not None:
             tab = conform(tab, t.schema, topic)
@@ -287,6 +290,8 @@ class KafkaProducer(Producer):
 
     def transactional(self, transactional_id: str, **kwargs: Any) -> KafkaTransactionalProducer:
         """A new producer with the same settings whose writes commit atomically (see the subclass)."""
+        from everstream.log.kafka.transaction import KafkaTransactionalProducer
+
         opts: dict[str, Any] = {
             "linger_ms": self._linger_ms, "batch_events": self._batch_events, "max_buffered": self._max_buffered,
             "max_record_bytes": self._max_record_bytes, "delivery_timeout_ms": self._delivery_timeout_ms,
@@ -298,6 +303,10 @@ class KafkaProducer(Producer):
 
     def _close_hook(self) -> None:
         """Subclasses settle open work before the final flush."""
+
+    def _diagnose(self) -> KafkaException | None:
+        """The fatal error behind a failure confluent-kafka did not report (subclasses can ask)."""
+        return None
 
     def _check_txn(self) -> None:
         """Subclasses refuse writes outside a transaction."""
@@ -470,13 +479,25 @@ class KafkaProducer(Producer):
         callback; both become a ProducerError and poison this producer.
         """
         try:
-            return int(self._p.flush(timeout) if flush else self._p.poll(timeout))
+            # one thread at a time: a fatal error is raised in exactly one of the callers, and the
+            # other one would otherwise get a SystemError with nothing to say
+            with self._serve_lock:
+                return int(self._p.flush(timeout) if flush else self._p.poll(timeout))
         except (KafkaException, SystemError) as e:
             cause: BaseException | None = e
             while cause is not None and not isinstance(cause, KafkaException):
                 cause = cause.__cause__ or cause.__context__
             if cause is None:
-                raise
+                # confluent-kafka lost the exception (a callback ran while it was pending): either
+                # the linger thread recorded it already, or librdkafka can be asked again
+                if isinstance(self._error, ProducerError):
+                    raise self._error from e
+                cause = self._diagnose()
+                if cause is None:
+                    self._fatal = True
+                    self._error = ProducerError(
+                        f"the Kafka producer failed ({e}); create a new producer and re-send")
+                    raise self._error from e
             err = error_of(cause)
             fenced = err is not None and err.code() == KafkaError._FENCED
             self._fatal = True
@@ -513,152 +534,3 @@ class KafkaProducer(Producer):
                 "large), then create a new producer and re-send them."
             )
             raise self._error
-
-
-class KafkaTransactionalProducer(KafkaProducer):
-    """A producer whose writes (and consumer offsets) become visible atomically, or not at all.
-
-    ::
-
-        with log.transactional_producer("step-7") as tx:
-            tx.begin()
-            tx.send_batch("out", table)
-            tx.send_offsets(consumer)       # the input positions, in the same transaction
-            tx.commit()                     # or tx.abort(); ``with tx.transaction():`` does both
-
-    Consumers with ``read_committed`` isolation (every everstream consumer) never see aborted
-    records. A second producer with the same ``transactional_id`` fences this one off: its next
-    call raises :class:`ProducerError`.
-    """
-
-    def __init__(
-        self, log: KafkaLog, transactional_id: str, *, transaction_timeout_ms: int = 60_000,
-        **kwargs: Any,
-    ) -> None:
-        if not transactional_id or not isinstance(transactional_id, str):
-            raise ConfigError(f"transactional_id {transactional_id!r}: give a stable, non-empty name per task")
-        self.transactional_id = transactional_id
-        self._in_txn = False
-        config = dict(kwargs.pop("config", None) or {})
-        config.update({"transactional.id": transactional_id, "transaction.timeout.ms": transaction_timeout_ms})
-        # librdkafka: a message may not outlive the transaction that carries it
-        kwargs["delivery_timeout_ms"] = min(kwargs.get("delivery_timeout_ms", 120_000), transaction_timeout_ms)
-        super().__init__(log, config=config, **kwargs)
-        self._txn_call("initializing transactions", lambda: self._p.init_transactions(log.timeout))
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._in_txn
-
-    def begin(self) -> None:
-        if self._error is not None or self._closed:
-            self._raise_state()
-        if self._in_txn:
-            raise ProducerError(f"transactional producer {self.transactional_id!r}: a transaction is already open")
-        self._txn_call("beginning a transaction", self._p.begin_transaction)
-        self._in_txn = True
-
-    def send_offsets(self, consumer: KafkaConsumer, offsets: Mapping[TP, int] | None = None) -> None:
-        """Commit the consumer group's ``offsets`` (default: its positions) with this transaction."""
-        self._check_txn()
-        todo = consumer.positions() if offsets is None else dict(offsets)
-        tps = [TopicPartition(t, p, int(o)) for (t, p), o in todo.items()]
-        meta = consumer.group_metadata()
-        with self._drain_lock:
-            self._drain_locked()
-            self._txn_call(
-                "sending consumer offsets", lambda: self._p.send_offsets_to_transaction(tps, meta, self._log.timeout)
-            )
-
-    def commit(self, timeout: float | None = None) -> None:
-        self._check_txn()
-        with self._drain_lock:
-            self._drain_locked()
-            wait = self._log.timeout * 6 if timeout is None else timeout
-            try:
-                self._wait_acks(wait)
-            except ProducerError as e:
-                if not self._failed or self._fatal:
-                    raise
-                # some records of the transaction failed: abort it as a whole, the producer stays usable
-                self._error, self._failed, self._failures = None, 0, []
-                self.abort()
-                raise ProducerError(
-                    f"transactional producer {self.transactional_id!r}: the transaction was aborted because "
-                    f"records were not acknowledged ({e}); nothing of it is visible. Re-run the step."
-                ) from e
-            self._txn_call("committing the transaction", lambda: self._p.commit_transaction(wait))
-            self._in_txn = False
-
-    def abort(self, timeout: float | None = None) -> None:
-        if not self._in_txn:
-            return
-        with self._lock:
-            self._buf = {}
-            self._buffered = 0
-        wait = self._log.timeout * 6 if timeout is None else timeout
-        with self._drain_lock:
-            self._txn_call("aborting the transaction", lambda: self._p.abort_transaction(wait), abortable=False)
-            self._in_txn = False
-
-    def transaction(self) -> _Transaction:
-        """``with tx.transaction(): ...`` begins, and commits (or aborts on an exception)."""
-        return _Transaction(self)
-
-    def _close_hook(self) -> None:
-        if self._in_txn:  # never commit on close: uncommitted work is discarded
-            self.abort()
-
-    def _check_txn(self) -> None:
-        if not self._in_txn:
-            raise ProducerError(
-                f"transactional producer {self.transactional_id!r}: call begin() before sending "
-                "(or use `with producer.transaction():`)"
-            )
-
-    def _txn_call(self, what: str, fn: Any, abortable: bool = True) -> None:
-        deadline = time.monotonic() + self._log.timeout * 6
-        while True:
-            try:
-                fn()
-                return
-            except KafkaException as e:
-                err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
-                if err is not None and err.retriable() and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                    continue
-                if err is not None and err.fatal():
-                    self._error = ProducerError(
-                        f"transactional producer {self.transactional_id!r}: {what} failed fatally "
-                        f"({err.name()}: {err.str()}); it was probably fenced by a newer producer with the "
-                        "same transactional id. Its open transaction is aborted; create a new producer."
-                    )
-                    raise self._error from e
-                if err is not None and err.txn_requires_abort() and abortable:
-                    try:
-                        self._p.abort_transaction(self._log.timeout)
-                    finally:
-                        self._in_txn = False
-                    raise ProducerError(
-                        f"transactional producer {self.transactional_id!r}: {what} failed "
-                        f"({err.name()}: {err.str()}); the transaction was aborted, nothing of it is "
-                        "visible. Re-run the step from the last committed offsets."
-                    ) from e
-                raise ProducerError(
-                    f"transactional producer {self.transactional_id!r}: {what} failed: {describe(e)}"
-                ) from e
-
-
-class _Transaction:
-    def __init__(self, producer: KafkaTransactionalProducer) -> None:
-        self._p = producer
-
-    def __enter__(self) -> KafkaTransactionalProducer:
-        self._p.begin()
-        return self._p
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: object) -> None:
-        if et is None:
-            self._p.commit()
-        else:
-            self._p.abort()
