@@ -325,3 +325,37 @@ def test_undeclared_topic_keeps_fields_that_appear_later(log: Log, names: Callab
         {"a": 3, "b": None, "c": None},
         {"a": 4, "b": None, "c": 4.5},
     ]
+
+
+def test_undeclared_topic_keeps_the_types_that_were_sent(log: Log, names: Callable[[str], str]) -> None:
+    """Without a declared schema, timestamps, dates, decimals, binary and nested fields still come
+    back with their Arrow types (on Kafka: recorded by the producer, not guessed from the JSON)."""
+    topic = names("typed-loose")
+    log.create_topic(TopicSpec(topic, partitions=2))
+    t0 = dt.datetime(2024, 1, 2, 14, 30, tzinfo=dt.UTC)
+    table = pa.table({
+        "window_start": pa.array([t0 + dt.timedelta(minutes=i) for i in range(200)], pa.timestamp("ms", tz="UTC")),
+        "day": pa.array([dt.date(2024, 1, 2)] * 200, pa.date32()),
+        "symbol": [f"S{i % 7}" for i in range(200)],
+        "vwap": pa.array([Decimal(f"{i}.125") for i in range(200)], pa.decimal128(12, 3)),
+        "n": pa.array(range(200), pa.int32()),
+        "tag": pa.array([bytes([i % 256]) for i in range(200)], pa.binary()),
+        "legs": pa.array([[i, i + 1] for i in range(200)], pa.list_(pa.int64())),
+    })
+    with log.producer() as p:
+        p.send_batch(topic, table, key="symbol")
+    got = read_all(log, topic)
+    for f in table.schema:
+        assert got.schema.field(f.name).type == f.type, (f.name, got.schema.field(f.name).type)
+    want = table.to_pylist()
+    assert sorted((r for r in rows(got.select(table.column_names))), key=lambda r: r["n"]) == want
+    with log.producer() as p:  # single records, with a field that is new
+        for r in want[:3]:
+            p.send(topic, {**r, "late": dt.datetime(2024, 1, 3, tzinfo=dt.UTC)}, key=r["symbol"])
+    got = read_all(log, topic)
+    assert pa.types.is_timestamp(got.schema.field("late").type)
+    assert pa.types.is_timestamp(got.schema.field("window_start").type)
+    singles = [r for r in rows(got) if r["late"] is not None]
+    assert sorted((r["n"], r["window_start"], r["vwap"], r["tag"], r["legs"]) for r in singles) == [
+        (w["n"], w["window_start"], w["vwap"], w["tag"], w["legs"]) for w in want[:3]
+    ]

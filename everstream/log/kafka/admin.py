@@ -36,6 +36,7 @@ class TopicMeta:
 
     spec: TopicSpec
     topic_id: str
+    observed: pa.Schema | None = None  # no declared schema: the types producers wrote so far
 
 
 class KafkaAdmin:
@@ -226,8 +227,27 @@ class KafkaAdmin:
         for name in names:
             count, topic_id = parts[name]
             entry = self.registry.get(name, topic_id)
-            out[name] = TopicMeta(self._spec(name, count, configs.get(name, {}), entry), topic_id)
+            observed = entry.observed if entry is not None and entry.schema is None else None
+            out[name] = TopicMeta(self._spec(name, count, configs.get(name, {}), entry), topic_id, observed)
         return out
+
+    def observe(self, name: str, topic_id: str, schema: pa.Schema) -> pa.Schema | None:
+        """Record the types of fields a producer writes to a topic without a declared schema.
+
+        Fields already recorded keep their types (first types win); fields whose values are all
+        null so far are not recorded yet. Returns the topic's recorded types afterwards.
+        """
+        entry = self.registry.get(name, topic_id)
+        if entry is not None and entry.schema is not None:
+            return None  # declared meanwhile: nothing to observe
+        known = entry.observed if entry is not None else None
+        names = set(known.names) if known is not None else set()
+        new = [f for f in schema if f.name not in names and not pa.types.is_null(f.type)]
+        if not new:
+            return known
+        merged = pa.schema([*(known or []), *new])
+        self.registry.put(SchemaEntry(name, topic_id, None, observed=merged))
+        return merged
 
     def _spec(self, name: str, partitions: int, conf: dict[str, str | None], entry: SchemaEntry | None) -> TopicSpec:
         policy = (conf.get("cleanup.policy") or "delete").split(",")

@@ -239,15 +239,20 @@ class Decoded:
 class JsonCodec:
     """Decodes the message values of one topic into Arrow tables."""
 
-    def __init__(self, topic: str, schema: pa.Schema | None) -> None:
+    def __init__(self, topic: str, schema: pa.Schema | None, observed: pa.Schema | None = None) -> None:
+        """``schema``: the declared schema (strict), else ``observed``: the types producers recorded
+        for a topic without one (applied to those fields; others are inferred; records that do
+        not fit are decoded by inference rather than dead-lettered)."""
         self.topic = topic
         self.schema = schema
+        self.observed = observed if schema is None else None
         self._wire: pa.Schema | None = None
         self._inferred: pa.Schema | None = None
         self._convert = False
-        if schema is not None:
-            self._wire = pa.schema([f.with_type(wire_type(f.type)) for f in schema])
-            self._convert = self._wire != schema
+        typed = schema if schema is not None else self.observed
+        if typed is not None:
+            self._wire = pa.schema([f.with_type(wire_type(f.type)) for f in typed])
+            self._convert = self._wire != typed
         self._parse = pajson.ParseOptions(
             explicit_schema=self._wire,
             unexpected_field_behavior="error" if schema is not None else "infer",
@@ -285,6 +290,11 @@ class JsonCodec:
             return Decoded(self._read(lines, arr, data), idx, bad)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError) as e:
             first_error = str(e)
+        if self.observed is not None:  # types drifted from what was recorded: infer, never dead-letter for it
+            loose = JsonCodec(self.topic, None).decode(lines)
+            loose.rows = idx[loose.rows]
+            loose.bad = sorted(bad + [(int(idx[i]), err) for i, err in loose.bad])
+            return loose
         lines = list(lines)  # the bisection may normalize lines in place
         good: list[int] = []
         self._bisect(lines, list(range(len(lines))), good, bad, idx, first_error)
@@ -342,8 +352,17 @@ class JsonCodec:
         if self.schema is not None and self._convert:
             table = _from_wire(table, self.schema)
         elif self.schema is None:
+            if self.observed is not None and self._convert:
+                table = _from_wire(table, self.observed, partial=True)
             table = _tidy_inferred(table)
         return table
+
+    def unknown_fields(self, table: pa.Table) -> list[str]:
+        """Fields of a decoded table that this codec had no recorded type for (inferred ones)."""
+        if self.schema is not None:
+            return []
+        known = set(self.observed.names) if self.observed is not None else set()
+        return [n for n in table.column_names if n not in known]
 
     def _bisect(
         self, lines: list[bytes], sel: list[int], good: list[int], bad: list[tuple[int, str]],
@@ -409,12 +428,17 @@ def _normalize(values: Sequence[bytes], objects: np.ndarray) -> tuple[list[bytes
     return lines, np.asarray(keep, dtype=np.int64), bad
 
 
-def _from_wire(table: pa.Table, schema: pa.Schema) -> pa.Table:
+def _from_wire(table: pa.Table, schema: pa.Schema, partial: bool = False) -> pa.Table:
+    """Wire types -> ``schema``'s types; with ``partial``, other (inferred) columns follow as they are."""
     cols = []
     for f in schema:
         col = table.column(f.name)
         cols.append(_convert(col.combine_chunks() if col.num_chunks != 1 else col.chunk(0), f.type))
-    return pa.Table.from_arrays(cols, schema=schema)
+    if not partial:
+        return pa.Table.from_arrays(cols, schema=schema)
+    rest = [n for n in table.column_names if n not in set(schema.names)]
+    fields = [*schema, *(table.schema.field(n) for n in rest)]
+    return pa.Table.from_arrays([*cols, *(table.column(n) for n in rest)], schema=pa.schema(fields))
 
 
 def _convert(col: pa.Array, t: pa.DataType) -> pa.Array:

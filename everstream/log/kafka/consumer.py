@@ -156,6 +156,7 @@ class KafkaConsumer(Consumer):
         self._commits: deque[_Commit] = deque()  # commits waiting for the broker's answer, in order
         self._stash: list[Message] = []  # fetched while waiting for a commit: served by the next poll
         self._in_callback = False
+        self._looked_up: dict[str, set[str]] = {}  # per topic: untyped fields already looked up
 
     # ------------------------------------------------------------------ topics
 
@@ -164,7 +165,7 @@ class KafkaConsumer(Consumer):
         if not todo:
             return
         for name, meta in self._log.admin.meta(todo).items():
-            self._codecs[name] = JsonCodec(name, meta.spec.schema)
+            self._codecs[name] = JsonCodec(name, meta.spec.schema, meta.observed)
             self._partitions[name] = meta.spec.partitions
 
     @property
@@ -418,6 +419,14 @@ class KafkaConsumer(Consumer):
         values = list(map(Message.value, msgs))
         keys = list(map(Message.key, msgs))
         dec = codec.decode(values)
+        if dec.table is not None and codec.schema is None:
+            unknown = set(codec.unknown_fields(dec.table)) - self._looked_up.setdefault(topic, set())
+            if unknown:  # fields without recorded types: a producer may have recorded them since
+                self._looked_up[topic] |= unknown
+                meta = self._log.admin.meta([topic])[topic]
+                if meta.observed is not None and meta.observed != codec.observed:
+                    codec = self._codecs[topic] = JsonCodec(topic, meta.spec.schema, meta.observed)
+                    dec = codec.decode(values)
         for i, err in dec.bad:
             raw = values[i]
             letters.append(DeadLetter(

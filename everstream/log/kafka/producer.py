@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from everstream.log.kafka.transaction import KafkaTransactionalProducer
 
 _KEY_CACHE_MAX = 100_000
+BatchT = TypeVar("BatchT", pa.RecordBatch, pa.Table)
 _CODECS = {"lz4": "lz4", "zstd": "zstd", "none": "none"}
 
 
@@ -66,6 +67,8 @@ class _Topic:
     schema: pa.Schema | None  # declared, or inferred from the first batch this producer wrote
     declared: bool
     partitions: int
+    topic_id: str = ""
+    observed: pa.Schema | None = None  # no declared schema: the types recorded in the schema topic
     key_partition: dict[bytes, int] = field(default_factory=dict)
     sticky: int = 0
 
@@ -227,6 +230,8 @@ class KafkaProducer(Producer):
         ts = batch_timestamps(tab, timestamp, topic)
         if t.declared and t.schema is not None:
             tab = conform(tab, t.schema, topic)
+        elif not t.declared:
+            tab = self._observe(t, tab)
         if keys is None and t.spec.compact:
             raise ConfigError(f"topic {topic!r} is compacted: send_batch needs key=<column>")
         if keys is not None:
@@ -339,8 +344,11 @@ class KafkaProducer(Producer):
             logger.debug("kafka producer: %s", err.str())
 
     def _load(self, topic: str) -> _Topic:
-        spec = self._log.admin.meta([topic])[topic].spec
-        t = _Topic(spec, spec.schema, spec.schema is not None, spec.partitions)
+        meta = self._log.admin.meta([topic])[topic]
+        spec = meta.spec
+        t = _Topic(spec, spec.schema, spec.schema is not None, spec.partitions, meta.topic_id, meta.observed)
+        if not t.declared and meta.observed is not None:
+            t.schema = meta.observed  # records are typed as earlier producers' were (like the embedded log)
         t.sticky = int.from_bytes(np.random.bytes(2), "little") % t.partitions
         self._topics[topic] = t
         return t
@@ -383,6 +391,8 @@ class KafkaProducer(Producer):
             t.schema = schema
         dead = [DeadLetter(name, err, raw_json(pend.values[i]), key=pend.keys[i]) for i, err in bad]
         if batch is not None and batch.num_rows:
+            if not t.declared:
+                batch = self._observe(t, batch)
             lines = codec.encode(batch)
             if len(good) == len(pend.values):
                 keys, parts, ts, hdrs = pend.keys, pend.parts, pend.ts, pend.headers
@@ -408,6 +418,33 @@ class KafkaProducer(Producer):
             self._enqueued += len(lines)
         if dead:
             self._write_dead(name, dead)
+
+    def _observe(self, t: _Topic, batch: BatchT) -> BatchT:
+        """A topic without a declared schema: record the types of new fields in the schema topic
+        (before the records that carry them), and write known fields with their recorded types
+        when they convert safely, so that consumers read back what was sent."""
+        if t.observed is None or any(n not in t.observed.names for n in batch.schema.names):
+            t.observed = self._log.admin.observe(t.spec.name, t.topic_id, batch.schema) or t.observed
+        if t.observed is None:
+            return batch
+        want = {f.name: f.type for f in t.observed}
+        cols = []
+        changed = False
+        for f, col in zip(batch.schema, batch.columns, strict=True):
+            target = want.get(f.name)
+            if target is not None and target != f.type and not pa.types.is_null(f.type):
+                try:
+                    col = col.cast(target)
+                    changed = True
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                    pass  # a different type: consumers decode such records by inference
+            cols.append(col)
+        if not changed:
+            return batch
+        names = batch.schema.names
+        if isinstance(batch, pa.Table):
+            return pa.Table.from_arrays(cols, names=names)  # type: ignore[return-value]
+        return pa.RecordBatch.from_arrays(cols, names=names)  # type: ignore[return-value]
 
     def _oversize(self, topic: str, lines: list[bytes], keys: Sequence[bytes | None]) -> list[tuple[int, DeadLetter]]:
         limit = self._max_record_bytes

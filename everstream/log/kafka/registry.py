@@ -7,7 +7,10 @@ topic name, value = JSON::
     {"topic": "trades", "topic_id": "<Kafka topic UUID>", "format": "json",
      "schema": "<base64 Arrow IPC schema>", "fields": {"symbol": "string", ...}, "version": 1}
 
-A tombstone (null value) is written when the topic is deleted. The ``topic_id`` ties the entry to
+Topics without a declared schema get the Arrow types their producers wrote instead, as
+``observed`` / ``observed_fields`` (first types win; fields are added as they appear), so that
+consumers decode timestamps, decimals, binary, ... back to the types that were sent, as the
+embedded log does. A tombstone (null value) is written when the topic is deleted. The ``topic_id`` ties the entry to
 one incarnation of the topic: if another tool deletes and re-creates a topic of the same name,
 the stale entry no longer matches and is ignored. Every process reads the topic from the start
 once and then only what was appended since (it is tiny). ``fields`` is there for people and
@@ -40,27 +43,45 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class SchemaEntry:
+    """A topic's declared schema, or (topics without one) the ``observed`` types its producers wrote."""
+
     topic: str
     topic_id: str
     schema: pa.Schema | None
     format: str = "json"
+    observed: pa.Schema | None = None
 
     def to_json(self) -> bytes:
         return json.dumps({
             "topic": self.topic,
             "topic_id": self.topic_id,
             "format": self.format,
-            "schema": None if self.schema is None else base64.b64encode(schema_to_bytes(self.schema)).decode(),
-            "fields": None if self.schema is None else {f.name: str(f.type) for f in self.schema},
+            "schema": _b64(self.schema),
+            "fields": _fields(self.schema),
+            "observed": _b64(self.observed),
+            "observed_fields": _fields(self.observed),
             "version": FORMAT_VERSION,
         }).encode()
 
     @staticmethod
     def from_json(data: bytes) -> SchemaEntry:
         d: dict[str, Any] = json.loads(data)
-        raw = d.get("schema")
-        schema = None if raw is None else schema_from_bytes(base64.b64decode(raw))
-        return SchemaEntry(str(d["topic"]), str(d["topic_id"]), schema, str(d.get("format") or "json"))
+        return SchemaEntry(
+            str(d["topic"]), str(d["topic_id"]), _unb64(d.get("schema")), str(d.get("format") or "json"),
+            _unb64(d.get("observed")),
+        )
+
+
+def _b64(schema: pa.Schema | None) -> str | None:
+    return None if schema is None else base64.b64encode(schema_to_bytes(schema)).decode()
+
+
+def _unb64(raw: str | None) -> pa.Schema | None:
+    return None if raw is None else schema_from_bytes(base64.b64decode(raw))
+
+
+def _fields(schema: pa.Schema | None) -> dict[str, str] | None:
+    return None if schema is None else {f.name: str(f.type) for f in schema}
 
 
 class SchemaRegistry:
