@@ -345,6 +345,25 @@ class Runner:
             self._committed.update(todo)
         self._last_commit = self._clock()
 
+    def catch_up(self, timeout: float = 30.0) -> int:
+        """Cycle until every input partition has been read to its current end; returns events read.
+
+        For tests, backtests and notebooks that add input and want the app to have seen all of it
+        (a single empty poll is not enough on Kafka, where fetches arrive a few milliseconds later).
+        Raises ``EngineError`` after ``timeout`` seconds without catching up.
+        """
+        deadline = time.monotonic() + timeout
+        total = 0
+        while True:
+            got = self.cycle(timeout=0.05)
+            total += got
+            if not got and self.drained():
+                return total
+            if time.monotonic() > deadline:
+                raise EngineError(
+                    f"app {self.app_name!r}: inputs not read to their end within {timeout:g} s "
+                    f"({total} events read); is the log reachable, or is the input still growing?")
+
     def drained(self) -> bool:
         """Whether every input partition has been read to its end."""
         for topic in {t for t, _ in self._inputs}:

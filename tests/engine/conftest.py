@@ -1,11 +1,10 @@
 """Fixtures of the engine tests: a fresh log per test, parametrized over log implementations.
 
-The embedded log always runs. The Kafka log joins the parametrization only when
-``EVERSTREAM_ENGINE_ON_KAFKA=1`` (the engine on Kafka is still open: window outputs with
-datetime columns come back from Kafka's JSON wire format as text) and ``EVERSTREAM_TEST_KAFKA``
-is set (to the bootstrap address, or ``1`` for
-``EVERSTREAM_BROKER`` / 127.0.0.1:9092); every name a test creates goes through ``names`` so
-tests never share topics or consumer groups on a shared broker.
+The embedded log always runs. The Kafka log joins the parametrization when
+``EVERSTREAM_TEST_KAFKA`` is set (to the bootstrap address, or ``1`` for
+``EVERSTREAM_BROKER`` / 127.0.0.1:9092; scripts/test.sh sets it) unless
+``EVERSTREAM_ENGINE_ON_KAFKA=0``; every name a test creates goes through ``names`` so tests
+never share topics or consumer groups on a shared broker.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from everstream.log import EmbeddedLog, Log
 def _log_kinds() -> list[str]:
     kinds = ["embedded"]
     if (
-        os.environ.get("EVERSTREAM_ENGINE_ON_KAFKA") == "1"
+        os.environ.get("EVERSTREAM_ENGINE_ON_KAFKA", "1") != "0"
         and os.environ.get("EVERSTREAM_TEST_KAFKA")
         and importlib.util.find_spec("everstream.log.kafka")
     ):
@@ -38,9 +37,6 @@ def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Log]:
     if request.param == "embedded":
         lg: Log = EmbeddedLog(tmp_path / "data", durability="relaxed")
     else:
-        pending = request.node.get_closest_marker("kafka_pending")
-        if pending is not None:
-            pytest.skip(f"engine on the Kafka log: {pending.args[0]} (open in issue [P2·engine])")
         from everstream.log.kafka import KafkaLog
 
         setting = os.environ["EVERSTREAM_TEST_KAFKA"]

@@ -21,7 +21,6 @@ SPECS = {
 
 
 @pytest.mark.parametrize("kind", list(SPECS))
-@pytest.mark.kafka_pending("fails on Kafka (session case): casting from string to datetime")
 def test_window_matches_duckdb_with_out_of_order_input(kind: str, log: Log, names: Callable[[str], str]) -> None:
     """Each window type, every aggregate, 3 partitions, input out of order within max_delay: equals DuckDB."""
     spec = SPECS[kind]
