@@ -7,12 +7,15 @@ import random
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from everstream.errors import ConfigError
 from everstream.log.partitioner import (
     key_bytes,
     keys_to_binary,
     murmur2,
+    murmur2_many,
     partition_for,
     partitions_for_column,
 )
@@ -92,3 +95,18 @@ def test_key_normalization_is_the_same_for_single_records_and_columns() -> None:
         key_bytes(1.5)  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         keys_to_binary(pa.array([1.5]))
+
+
+@given(st.lists(st.binary(max_size=40), max_size=300))
+def test_vectorized_murmur2_equals_the_scalar_one(keys: list[bytes]) -> None:
+    """murmur2_many (NumPy, by key length) is bit-identical to Kafka's scalar murmur2."""
+    assert murmur2_many(keys).tolist() == [murmur2(k) for k in keys]
+
+
+def test_partitions_for_column_matches_partition_for() -> None:
+    """The column path (vectorized hash, nulls -> -1) agrees with the per-key rule for 1 and 7 partitions."""
+    keys = pa.array([f"acct-{i}" for i in range(500)] + [None, "x"])
+    for n in (1, 7):
+        got = partitions_for_column(keys, n).tolist()
+        want = [-1 if k is None else partition_for(k.encode(), n) for k in keys.to_pylist()]
+        assert got == want
