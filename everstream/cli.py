@@ -382,15 +382,19 @@ def run(
 @app.command()
 def demo(
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C)")] = None,
-    rate: Annotated[int, typer.Option(help="Trades per second to simulate")] = 50_000,
+    port: Annotated[int, typer.Option(help="Port of the web console and REST API")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to bind (127.0.0.1: this machine only)")] = "127.0.0.1",
+    browser: Annotated[bool, typer.Option("--browser/--no-browser", help="Open the console in a browser")] = True,
+    rate: Annotated[int, typer.Option(help="Trades per second to simulate")] = 5_000,
     partitions: Annotated[int, typer.Option(help="Partitions of the trades topic")] = 4,
     seed: Annotated[int, typer.Option(help="Simulator seed")] = 7,
-    plain: Annotated[bool, typer.Option("--plain", help="No live view: print one line a second")] = False,
+    plain: Annotated[bool, typer.Option("--plain", help="No live view in the terminal")] = False,
 ) -> None:
-    """Run the platform end to end on the embedded log: simulated trades, two consumer groups."""
+    """Run the platform end to end: simulated trades -> pipelines -> alerts, with a live web console."""
     from everstream.demo import run_demo
 
-    summary = run_demo(OPTS.data_dir, OPTS.broker, duration, rate, partitions, seed, live=not plain)
+    summary = run_demo(OPTS.data_dir, OPTS.broker, duration, rate, partitions, seed, live=not plain, port=port,
+                       host=host, open_browser=browser)
     print(json.dumps(summary))
 
 

@@ -1,12 +1,21 @@
-"""``everstream demo``: trade capture and fan-out on the embedded log, with a live view.
+"""``everstream demo``: the platform end to end on one machine, with a live web console.
 
-A seeded simulator writes trades into the ``trades`` topic (keyed by symbol). Two consumer groups
-read them independently, as a trading firm's downstream systems would:
+What runs, all in one process on the embedded log (or Kafka with ``--broker``):
 
-- ``risk`` (two members sharing the partitions): gross notional and position per account;
-- ``surveillance`` (one member): large trades (notional over 2,000,000) per symbol.
+- **capture**: a seeded, rate-controlled trade simulator writes ``trades`` (keyed by symbol), after
+  backfilling the last ``history_minutes`` of trading so the pipelines replay history, then go live;
+  every ``inject_every`` seconds it slips in a known fat-finger trade (a notional far above the
+  desk's limit) so the surveillance path has cases to find;
+- **pipelines** (engine apps, each its own consumer group fanned out from the same topics):
+  ``bars`` (1-minute OHLCV + VWAP per symbol with early firing every second -> ``bars_1m``),
+  ``positions`` (intraday net quantity and exposure per account -> ``positions``),
+  ``surveillance`` (trades over the notional limit -> ``alerts``);
+- **control plane**: REST API with OpenAPI (``/docs``), Prometheus ``/metrics``, and the web
+  console at ``/`` (throughput, latency and lag per pipeline, bars chart, alerts, topic browser),
+  bound to 127.0.0.1 unless told otherwise.
 
-A Rich live view shows the produce rate, each group's rate and lag, until Ctrl-C or ``duration``.
+``run_demo`` returns the summary printed at the end: events captured, alerts by type, the
+injected cases and whether each was alerted, and per-pipeline p99 latencies.
 """
 
 from __future__ import annotations
@@ -14,70 +23,100 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+import webbrowser
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from everstream.finance.simulator import TRADE_SCHEMA, TradeSimulator
-from everstream.log.contract import Consumer, Log, TopicSpec
+from everstream.log.contract import TopicSpec
 from everstream.log.open import open_log
 
-TOPIC = "trades"
-LARGE_NOTIONAL = 2_000_000.0
+TRADES, BARS, POSITIONS, ALERTS = "trades", "bars_1m", "positions", "alerts"
+#: A trade above this notional raises a ``large_trade`` alert.
+LARGE_NOTIONAL = 5_000_000.0
+#: Injected fat-finger trades use this account prefix so the summary can check each was alerted.
+INJECTED_ACCOUNT = "FATFINGER-"
 
 
 @dataclass
-class _GroupStats:
-    name: str
-    members: int
-    consumed: int = 0
-    large: int = 0
-    notional: float = 0.0
-    errors: list[str] = field(default_factory=list)
+class Injected:
+    """A case the demo planted: the alert it must raise, by key."""
+
+    alert_type: str
+    key: str
+    at_ms: int
 
 
-def _consume(log: Log, stats: _GroupStats, stop: threading.Event, lock: threading.Lock) -> None:
-    consumer: Consumer = log.consumer(stats.name, start="earliest", heartbeat_ms=500, session_timeout_ms=5000)
-    try:
-        consumer.subscribe([TOPIC])
-        while not stop.is_set():
-            batches = consumer.poll(0.2)
-            n = large = 0
-            notional = 0.0
-            for b in batches:
-                value = pc.multiply(b.column("price"), pc.cast(b.column("qty"), pa.float64()))
-                n += b.num_rows
-                notional += float(pc.sum(value).as_py() or 0.0)
-                large += int(pc.sum(pc.greater(value, LARGE_NOTIONAL)).as_py() or 0)
-            if batches:
-                consumer.commit()
-            with lock:
-                stats.consumed += n
-                stats.large += large
-                stats.notional += notional
-    except Exception as e:  # shown in the view and the summary: never silent
-        with lock:
-            stats.errors.append(f"{type(e).__name__}: {e}")
-    finally:
-        consumer.close()
+def _alert(alert_type: str, key: pl.Expr, score: pl.Expr, detail: pl.Expr) -> list[pl.Expr]:
+    """The columns of an alert row (one schema for every pipeline writing ``alerts``)."""
+    return [pl.lit(alert_type).alias("alert_type"), key.cast(pl.String).alias("key"),
+            pl.col("ts"), score.cast(pl.Float64).alias("score"), detail.alias("detail")]
 
 
-def _lag(log: Log, group: str, ends: dict[int, int]) -> int:
-    consumer = log.consumer(group)
-    try:
-        total = 0
-        for p, end in ends.items():
-            c = consumer.committed(TOPIC, p)
-            total += end - (c or 0)
-        return total
-    finally:
-        consumer.close()
+def build_pipelines() -> dict[str, Any]:
+    """The demo's engine apps by name (``name -> (App, description)``); each reads ``trades``."""
+    import everstream as es
+
+    bars = es.App("demo-bars")
+    (bars.stream(TRADES).with_watermark("ts", max_delay="2s", idle_timeout="5s")
+     .window(es.tumbling("1m"), by="symbol", early_fire="1s")
+     .agg(open=es.first("price"), high=es.max("price"), low=es.min("price"), close=es.last("price"),
+          volume=es.sum("qty"), vwap=es.vwap("price", "qty"), trades=es.count())
+     .to(BARS))
+
+    positions = es.App("demo-positions")
+    sign = pl.when(pl.col("side") == "B").then(1).otherwise(-1)
+    (positions.stream(TRADES).with_watermark("ts", max_delay="2s", idle_timeout="5s")
+     .with_columns((pl.col("qty") * sign).alias("signed_qty"),
+                   (pl.col("price") * pl.col("qty")).alias("notional"),
+                   (pl.col("price") * pl.col("qty") * sign).alias("signed_notional"))
+     .window(es.tumbling("1d"), by="account", early_fire="1s")
+     .agg(net_qty=es.sum("signed_qty"), gross_notional=es.sum("notional"),
+          net_notional=es.sum("signed_notional"), trades=es.count())
+     .to(POSITIONS))
+
+    surveillance = es.App("demo-surveillance")
+    notional = pl.col("price") * pl.col("qty")
+    (surveillance.stream(TRADES)
+     .filter(notional > LARGE_NOTIONAL)
+     .select(*_alert("large_trade", pl.col("account"), notional,
+                     pl.format("{} {} {} @ {} (notional over {})", pl.col("side"), pl.col("qty"), pl.col("symbol"),
+                               pl.col("price").round(2), pl.lit(f"{LARGE_NOTIONAL:,.0f}"))))
+     .to(ALERTS, key="key"))
+
+    return {
+        "bars": (bars, "1-minute OHLCV + VWAP per symbol, early firing every second"),
+        "positions": (positions, "intraday net quantity and exposure per account"),
+        "surveillance": (surveillance, f"trades with notional over {LARGE_NOTIONAL:,.0f} -> alerts"),
+    }
+
+
+class _PipelineThread(threading.Thread):
+    def __init__(self, name: str, runner: Any, control: Any) -> None:
+        super().__init__(daemon=True, name=f"pipeline-{name}")
+        self.pipeline, self.runner, self.control = name, runner, control
+
+    def run(self) -> None:
+        try:
+            self.runner.run()
+        except Exception as e:  # shown in the console and the summary: never a silent dead pipeline
+            self.control.pipeline_failed(self.pipeline, f"{type(e).__name__}: {e}")
+
+
+def _fat_finger(sim_batch: pa.RecordBatch, n: int, now_ms: int) -> tuple[pa.RecordBatch, Injected]:
+    """One trade of 250,000 lots at the batch's first price, on a marked account."""
+    account = f"{INJECTED_ACCOUNT}{n}"
+    row = sim_batch.slice(0, 1).to_pylist()[0]
+    row.update(ts=now_ms, trade_id=-n, qty=250_000 + n, account=account, side="B",
+               price=max(float(row["price"]), 50.0))
+    return pa.RecordBatch.from_pylist([row], schema=sim_batch.schema), Injected("large_trade", account, now_ms)
 
 
 def run_demo(
@@ -88,113 +127,169 @@ def run_demo(
     partitions: int,
     seed: int,
     live: bool = True,
+    port: int = 8000,
+    host: str = "127.0.0.1",
+    open_browser: bool = True,
+    inject_every: float = 5.0,
+    history_minutes: int = 20,
 ) -> dict[str, Any]:
+    from everstream.server.api import Server
+    from everstream.server.control import ControlPlane
+
     data_dir = data_dir or Path(os.environ.get("EVERSTREAM_DATA") or "./everstream-data")
     log = open_log(broker, data_dir)
-    log.create_topic(TopicSpec(TOPIC, partitions, schema=TRADE_SCHEMA), exist_ok=True)
-    start_info = log.describe_topic(TOPIC)
-    already = sum(p.end_offset for p in start_info.partitions)
-    stop = threading.Event()
-    lock = threading.Lock()
-    groups = [_GroupStats("risk", 2), _GroupStats("surveillance", 1)]
-    threads = [
-        threading.Thread(target=_consume, args=(log, g, stop, lock), daemon=True, name=f"{g.name}-{i}")
-        for g in groups
-        for i in range(g.members)
-    ]
-    for t in threads:
-        t.start()
-    sim = TradeSimulator(seed=seed, rate_per_s=float(rate))
-    produced = 0
-    t0 = time.monotonic()
-    last_view = 0.0
     console = Console(stderr=True)
-    chunk = max(rate // 50, 1)  # 50 commits a second
-    view = Live(console=console, refresh_per_second=4, transient=False) if live else None
-    if view is not None:
-        view.start()
+    for spec in (TopicSpec(TRADES, partitions, schema=TRADE_SCHEMA), TopicSpec(ALERTS, 1),
+                 TopicSpec(BARS, partitions), TopicSpec(POSITIONS, partitions)):
+        log.create_topic(spec, exist_ok=True)
+    control = ControlPlane(log, title="everstream demo")
+    capture = control.capture(TRADES, "trade simulator")
+    threads: list[_PipelineThread] = []
+    runners = []
+    server = Server(control, host=host, port=port)
+    injected: list[Injected] = []
+    produced = backfilled = 0
+    t0 = time.monotonic()
     try:
-        with log.producer(linger_ms=2) as producer:
-            while duration is None or time.monotonic() - t0 < duration:
-                due = int((time.monotonic() - t0) * rate) - produced
-                if due <= 0:
-                    time.sleep(0.005)
-                else:
-                    batch = sim.next_batch(min(due, chunk * 5))
-                    producer.send_batch(TOPIC, batch, key="symbol", timestamp="ts")
-                    produced += batch.num_rows
-                now = time.monotonic()
-                if now - last_view >= 0.5:
-                    last_view = now
-                    ends = {p.partition: p.end_offset for p in log.describe_topic(TOPIC).partitions}
-                    snapshot = _snapshot(log, groups, lock, ends, produced, now - t0)
-                    if view is not None:
-                        view.update(_render(snapshot))
-                    else:
-                        console.print(_line(snapshot))
-            producer.flush()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        elapsed = time.monotonic() - t0
-        deadline = time.monotonic() + 5  # let consumers catch up before the summary
-        total = already + produced
-        while time.monotonic() < deadline and any(g.consumed < total - already and not g.errors for g in groups):
-            time.sleep(0.05)
-        stop.set()
+        for name, (app, description) in build_pipelines().items():
+            runner = app.runner(log, start="earliest", poll_timeout=0.05)
+            runners.append(runner)
+            control.pipeline(name, runner, description)
+            threads.append(_PipelineThread(name, runner, control))
+        for topic, keep in ((ALERTS, 2000), (BARS, 5000), (POSITIONS, 1000)):
+            control.tail(topic, keep)
+        control.start()
+        server.start()
+        console.print(f"everstream demo: console at [bold]{server.url}[/] (API {server.url}docs, metrics "
+                      f"{server.url}metrics); data in {data_dir}; Ctrl-C stops")
+        if open_browser:
+            webbrowser.open(server.url)
         for t in threads:
-            t.join(timeout=5)
-        ends = {p.partition: p.end_offset for p in log.describe_topic(TOPIC).partitions}
-        snapshot = _snapshot(log, groups, lock, ends, produced, elapsed)
+            t.start()
+        sim = TradeSimulator(seed=seed, symbols=100, rate_per_s=100.0,
+                             start_ms=int(time.time() * 1000) - history_minutes * 60_000)
+        backfilled = _backfill(log, capture, sim, history_minutes)
+        sim.resume(int(time.time() * 1000), float(rate))
+        chunk = max(rate // 50, 1)  # about 50 writes a second
+        t_live = time.monotonic()
+        next_inject = t_live + min(inject_every, 2.0)
+        last_view = 0.0
+        view = Live(console=console, refresh_per_second=2, transient=True) if live else None
         if view is not None:
-            view.update(_render(snapshot))
-            view.stop()
+            view.start()
+        try:
+            with log.producer(linger_ms=2) as producer:
+                while duration is None or time.monotonic() - t0 < duration:
+                    now = time.monotonic()
+                    due = int((now - t_live) * rate) - produced
+                    if due <= 0:
+                        time.sleep(0.005)
+                        continue
+                    batch = sim.next_batch(min(due, chunk * 5))
+                    if now >= next_inject:
+                        fat, case = _fat_finger(batch, len(injected) + 1, int(time.time() * 1000))
+                        batch = pa.Table.from_batches([batch, fat]).combine_chunks().to_batches()[0]
+                        injected.append(case)
+                        next_inject = now + inject_every
+                    producer.send_batch(TRADES, batch, key="symbol", timestamp="ts")
+                    produced += batch.num_rows
+                    capture.add(batch.num_rows)
+                    if view is not None and now - last_view >= 0.5:
+                        last_view = now
+                        view.update(_render(control, server.url))
+                producer.flush()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if view is not None:
+                view.stop()
+        _settle(control, injected, timeout=10.0)
+    finally:
+        for r in runners:
+            r.stop()
+        for t in threads:
+            t.join(timeout=10)
+        control.sample()
+        summary = _summary(control, injected, backfilled, produced, time.monotonic() - t0, data_dir, server.url)
+        control.stop()
+        server.stop()
+        for r in runners:
+            r.close()
         log.close()
-    summary = {
-        "produced": produced,
-        "seconds": round(elapsed, 2),
-        "produce_rate": round(produced / elapsed) if elapsed else 0,
-        "groups": {g.name: {"consumed": g.consumed, "lag": snapshot["lag"][g.name], "large_trades": g.large,
-                            "errors": g.errors} for g in groups},
-        "data_dir": str(data_dir),
-    }
-    console.print(
-        f"demo: produced {produced:,} trades in {elapsed:.1f}s ({summary['produce_rate']:,}/s); "
-        + "; ".join(f"{g.name} consumed {g.consumed:,} (lag {snapshot['lag'][g.name]:,})" for g in groups)
-    )
+    _print_summary(console, summary)
     return summary
 
 
-def _snapshot(
-    log: Log, groups: list[_GroupStats], lock: threading.Lock, ends: dict[int, int], produced: int, elapsed: float
-) -> dict[str, Any]:
-    with lock:
-        rows = [(g.name, g.members, g.consumed, g.large, g.notional, list(g.errors)) for g in groups]
+def _backfill(log: Any, capture: Any, sim: TradeSimulator, minutes: int) -> int:
+    """The last ``minutes`` of trading, written at once: the pipelines replay it, then go on live.
+
+    The same graph runs over history and live data (so the bars chart has candles from the start).
+    Skipped when the topic already holds data (a restart on the same data directory).
+    """
+    if minutes <= 0 or sum(p.end_offset for p in log.describe_topic(TRADES).partitions):
+        return 0
+    n = int(minutes * 60 * sim.rate_per_s)
+    with log.producer(linger_ms=5) as producer:
+        for start in range(0, n, 20_000):
+            batch = sim.next_batch(min(20_000, n - start))
+            producer.send_batch(TRADES, batch, key="symbol", timestamp="ts")
+            capture.add(batch.num_rows)
+        producer.flush()
+    return n
+
+
+def _settle(control: Any, injected: list[Injected], timeout: float) -> None:
+    """Let the pipelines catch up with the end of the input (and alert the last injected case)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lags = [p["lag"] for p in control.pipelines() if p["error"] is None]
+        keys = {a.get("key") for a in control.alerts(5000)}
+        if all(lag == 0 for lag in lags) and all(c.key in keys for c in injected):
+            return
+        time.sleep(0.1)
+
+
+def _summary(control: Any, injected: list[Injected], backfilled: int, produced: int, elapsed: float,
+             data_dir: Path, url: str) -> dict[str, Any]:
+    s = control.summary()
+    alerted = {a.get("key") for a in control.alerts(5000)}
+    pipes = control.pipelines()
     return {
-        "elapsed": elapsed,
-        "produced": produced,
-        "rows": rows,
-        "lag": {g.name: _lag(log, g.name, ends) for g in groups},
+        "seconds": round(elapsed, 1),
+        "backfilled": backfilled,
+        "produced": backfilled + produced,
+        "events_captured": s["events_captured"],
+        "capture_rate": round(produced / elapsed) if elapsed else 0,
+        "alerts": s["alerts"],
+        "injected": [{"alert_type": c.alert_type, "key": c.key, "alerted": c.key in alerted} for c in injected],
+        "pipelines": {p["name"]: {"events_in": p["events_in"], "events_out": p["events_out"],
+                                  "latency_p50_ms": p["latency_p50_ms"], "latency_p99_ms": p["latency_p99_ms"],
+                                  "lag": p["lag"], "error": p["error"]} for p in pipes},
+        "console": url,
+        "data_dir": str(data_dir),
     }
 
 
-def _render(s: dict[str, Any]) -> Group:
-    head = Table.grid(padding=(0, 2))
-    rate = s["produced"] / s["elapsed"] if s["elapsed"] else 0
-    head.add_row("[bold]everstream demo[/]", f"trades produced {s['produced']:,}", f"{rate:,.0f}/s",
-                 f"{s['elapsed']:.1f}s")
-    t = Table("group", "members", "consumed", "rate/s", "lag", "large trades", "notional", "errors")
-    for name, members, consumed, large, notional, errors in s["rows"]:
-        t.add_row(name, str(members), f"{consumed:,}", f"{consumed / s['elapsed'] if s['elapsed'] else 0:,.0f}",
-                  f"{s['lag'][name]:,}", f"{large:,}", f"{notional:,.0f}", "; ".join(errors)[:60] or "-")
-    return Group(head, t)
+def _render(control: Any, url: str) -> Table:
+    s = control.summary()
+    t = Table(title=f"everstream demo — {url} — captured {s['events_captured']:,} "
+                    f"({s['capture_rate']:,.0f}/s), alerts {s['alerts_total']:,}")
+    for col in ("pipeline", "events in", "rate/s", "out", "p50 ms", "p99 ms", "lag", "status"):
+        t.add_column(col)
+    for p in control.pipelines():
+        t.add_row(p["name"], f"{p['events_in']:,}", f"{p['rate']:,}", f"{p['events_out']:,}",
+                  f"{p['latency_p50_ms']:g}", f"{p['latency_p99_ms']:g}", f"{p['lag'] or 0:,}",
+                  p["error"] or "running")
+    return t
 
 
-def _line(s: dict[str, Any]) -> str:
-    parts = [f"t={s['elapsed']:.1f}s produced={s['produced']:,}"]
-    for name, _m, consumed, large, _n, errors in s["rows"]:
-        parts.append(f"{name}: consumed={consumed:,} lag={s['lag'][name]:,} large={large:,}"
-                     + (f" errors={errors}" if errors else ""))
-    return " | ".join(parts)
-
+def _print_summary(console: Console, s: dict[str, Any]) -> None:
+    found = sum(c["alerted"] for c in s["injected"])
+    alerts = ", ".join(f"{k} {v:,}" for k, v in sorted(s["alerts"].items())) or "none"
+    p99 = ", ".join(f"{k} {v['latency_p99_ms']:g} ms" for k, v in s["pipelines"].items())
+    console.print(f"demo: captured {s['events_captured']:,} events in {s['seconds']}s ({s['capture_rate']:,}/s); "
+                  f"alerts: {alerts}; injected cases alerted {found}/{len(s['injected'])}; p99 per poll: {p99}")
+    for name, p in s["pipelines"].items():
+        if p["error"]:
+            console.print(f"[red]pipeline {name} failed: {p['error']}[/]")
 

@@ -27,7 +27,20 @@ if ! python -c 'import everstream, pytest, ruff' >/dev/null 2>&1 || [ pyproject.
   touch .venv/.installed
 fi
 
-# 2. Real Kafka broker
+# 2. A real browser for the console test: Debian's chromium + chromium-driver
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Debian's chromium and chromium-driver (browser test of the console)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; } \
+      || say "could not install chromium: the console's browser test will fail in CI, skip elsewhere"
+  else
+    say "chromium/chromedriver missing (apt-get install chromium chromium-driver): the browser test will skip"
+  fi
+fi
+
+# 3. Real Kafka broker
 broker_started=0
 cleanup() {
   if [ "$broker_started" = 1 ]; then bash scripts/kafka-broker.sh stop >/dev/null 2>&1 || true; fi
@@ -48,12 +61,12 @@ else
   if [ "${EVERSTREAM_REQUIRE_KAFKA:-0}" = 1 ]; then say "EVERSTREAM_REQUIRE_KAFKA=1: failing"; exit 1; fi
 fi
 
-# 3. Lint and types
+# 4. Lint and types
 status=0
 say "ruff"; ruff check everstream tests benchmarks scripts || status=1
 say "mypy"; mypy || status=1
 
-# 4. Tests
+# 5. Tests
 say "pytest"
 python -m pytest "$@"
 rc=$?

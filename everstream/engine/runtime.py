@@ -30,6 +30,7 @@ from everstream.engine import operators as ops
 from everstream.engine import plan as p
 from everstream.engine.aggregates import EVENT_TIME
 from everstream.engine.app import App
+from everstream.engine.metrics import LatencyHistogram
 from everstream.engine.ordered import CountWindowOp, RollingOp
 from everstream.engine.process import ProcessOp
 from everstream.engine.time import MAX_TIME, MIN_TIME
@@ -123,6 +124,8 @@ class Runner:
         self._finishing = False
         self._last_commit = clock()
         self._committed: dict[tuple[str, int], int] = {}
+        #: per cycle that polled events: poll -> outputs handed to the log (ms)
+        self.cycle_latency = LatencyHistogram()
         self._next: dict[tuple[str, int], int] = {}
 
         partitions = {s.topic: self._partitions_of(s.topic) for s in self.plan.sources()}
@@ -249,6 +252,7 @@ class Runner:
         self._check_open()
         batches = self.consumer.poll(self._poll_timeout if timeout is None else timeout,
                                      max_records=self._max_batch)
+        t_polled = time.perf_counter()
         n = 0
         for (topic, partition), frame in _frames(batches, self._columns):
             n += frame.height
@@ -263,6 +267,8 @@ class Runner:
         self._write()
         if self._clock() - self._last_commit >= self._commit_interval:
             self.commit()
+        if n:  # a poll that brought events: its processing time, poll to outputs handed to the log
+            self.cycle_latency.observe((time.perf_counter() - t_polled) * 1000.0)
         return n
 
     def _push(self, step_id: str, df: pl.DataFrame, ctx: ops.Ctx) -> None:
@@ -363,6 +369,14 @@ class Runner:
                 raise EngineError(
                     f"app {self.app_name!r}: inputs not read to their end within {timeout:g} s "
                     f"({total} events read); is the log reachable, or is the input still growing?")
+
+    def lag(self) -> int:
+        """Records in the input partitions not yet read by this runner (thread-safe, for monitoring)."""
+        total = 0
+        for topic in {t for t, _ in self._inputs}:
+            for info in self.log.describe_topic(topic).partitions:
+                total += max(0, info.end_offset - self._next.get((topic, info.partition), info.start_offset))
+        return total
 
     def drained(self) -> bool:
         """Whether every input partition has been read to its end."""

@@ -49,6 +49,15 @@ class TradeSimulator:
         self._now = float(self.start_ms)
         self._next_id = 0
 
+    def resume(self, now_ms: int, rate_per_s: float) -> None:
+        """Go on from event time ``now_ms`` at a new rate, continuing every symbol's price walk.
+
+        A replay of history followed by live trading (``everstream demo``) uses one simulator,
+        so prices do not jump where history ends.
+        """
+        self._now = float(max(now_ms, self._now))
+        self.rate_per_s = rate_per_s
+
     def next_batch(self, n: int) -> pa.RecordBatch:
         rng = self._rng
         sym = rng.choice(self.symbols, size=n, p=self._p)
