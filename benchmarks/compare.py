@@ -16,10 +16,12 @@ interpreter is missing, is reported as such.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,12 +37,22 @@ from everstream.bench.queries import SUITES, get
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "benchmarks" / "peers"
 VENV_PEERS = ROOT / "benchmarks" / ".venv-peers" / "bin" / "python"
+VENV_FLINK = ROOT / "benchmarks" / ".venv-flink" / "bin" / "python"
 
 #: engine -> (interpreter, script args)
 ENGINES: dict[str, tuple[Path | str, list[str]]] = {
     "polars": (sys.executable, [str(PEERS / "batch.py"), "polars"]),
     "duckdb": (sys.executable, [str(PEERS / "batch.py"), "duckdb"]),
     "bytewax": (VENV_PEERS, [str(PEERS / "bytewax_peer.py")]),
+    "pyflink": (VENV_FLINK, [str(PEERS / "pyflink_peer.py")]),
+    "pathway": (VENV_PEERS, [str(PEERS / "pathway_peer.py")]),
+    "quixstreams": (VENV_PEERS, [str(PEERS / "quix_peer.py")]),
+}
+
+#: engine -> (interpreter, distribution whose version goes in the report header)
+PEER_DISTS: dict[str, tuple[Path, str]] = {
+    "bytewax": (VENV_PEERS, "bytewax"), "pyflink": (VENV_FLINK, "apache-flink"), "pathway": (VENV_PEERS, "pathway"),
+    "quixstreams": (VENV_PEERS, "quixstreams"),
 }
 
 
@@ -69,19 +81,21 @@ def _peer(engine: str, suite: str, query: str, parquet: Path, events: int, timeo
         out_path = Path(tmp) / "out.parquet"
         cmd = [str(python), *args, "--suite", suite, "--query", query, "--input", str(parquet),
                "--output", str(out_path)]
+        # own session: on timeout the whole process group goes (PyFlink's JVM is a child process)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
         with RssSampler(proc.pid) as rss:
             try:
                 stdout, stderr = proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.communicate()
-                return {**base, "status": f"timeout after {timeout:.0f} s"}
+                return {**base, "status": f"timeout after {timeout:.0f} s", "peak_rss_mb": round(rss.peak, 1),
+                        "reason": f"killed after {timeout:.0f} s (setup included; raise --timeout)"}
         lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
         if proc.returncode != 0 or not lines:
-            tail = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {proc.returncode}"
-            return {**base, "status": "error", "reason": tail}
+            return {**base, "status": "error", "reason": _error_line(stderr, proc.returncode)}
         r: dict[str, Any] = {**base, **json.loads(lines[-1])}
         if r["status"] != "ok":
             return r
@@ -91,6 +105,16 @@ def _peer(engine: str, suite: str, query: str, parquet: Path, events: int, timeo
     r.update(events=events, events_per_s=round(events / secs), events_per_cpu_s=round(events / cpu) if cpu else None,
              peak_rss_mb=round(rss.peak, 1), correct=ok, check=detail)
     return r
+
+
+def _error_line(stderr: str, code: int) -> str:
+    """The most telling stderr line of a failed peer: the last exception line, else the last line
+    (a JVM's stack trace or a log line would otherwise hide the Python error)."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "Error" in ln.split(":", 1)[0] or "Exception" in ln.split(":", 1)[0]:
+            return ln[:500]
+    return lines[-1][:500] if lines else f"exit {code}"
 
 
 def _fmt(v: float | None) -> str:
@@ -103,10 +127,13 @@ def _versions() -> dict[str, str]:
 
     v = {"python": sys.version.split()[0], "polars": pl.__version__, "duckdb": duckdb.__version__,
          "pyarrow": pyarrow.__version__}
-    if VENV_PEERS.exists():
-        got = subprocess.run([str(VENV_PEERS), "-c", "import importlib.metadata as m; print(m.version('bytewax'))"],
-                             capture_output=True, text=True, check=False)
-        v["bytewax"] = got.stdout.strip() or "?"
+    for engine, (python, dist) in PEER_DISTS.items():
+        if python.exists():
+            got = subprocess.run([str(python), "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
+                                 capture_output=True, text=True, check=False)
+            v[engine] = got.stdout.strip() or "not installed"
+        else:
+            v[engine] = "not installed"
     return v
 
 
@@ -137,9 +164,13 @@ def write_report(results: list[dict[str, Any]], sizes: dict[str, int], out_md: P
         f"Sizes: finance {sizes['finance']:,} trades; Nexmark {sizes['nexmark']:,} events (Person:Auction:Bid "
         "1:3:46). One run per cell (fresh process).", "",
         "- **ev/s**: input events / wall seconds. everstream: log -> engine -> log with the input already in the "
-        "embedded log; peers: Parquet -> result in memory.",
-        "- **ev/CPU-s**: input events / CPU seconds of the measured section (all threads): the per-core figure. "
-        "Polars and DuckDB use both cores; Bytewax runs one worker.",
+        "embedded log; Polars, DuckDB, Bytewax: Parquet -> result in memory; PyFlink: CSV copy -> result in memory "
+        "(the wheel has no Parquet format; JVM start, warm-up job and the conversion are untimed); Pathway: CSV copy "
+        "(static mode) -> result; Quix Streams: Kafka topic on the local broker -> result (producing it is untimed).",
+        "- **ev/CPU-s**: input events / CPU seconds of the measured section (all threads, and child processes such "
+        "as PyFlink's JVM): the per-core figure. Polars and DuckDB use both cores; Bytewax, Pathway and Quix Streams "
+        "run one worker; PyFlink runs parallelism 1 (its JVM's compiler and GC threads still count). The Kafka "
+        "broker's CPU is not counted for Quix Streams.",
         "- **RSS**: peak resident memory of the process tree (MB), sampled every 50 ms.",
         "- **ok**: the output equals the DuckDB batch reference (keys, counts and picked values exactly, "
         "sums within 1e-6 relative); `WRONG` says where it differs.",

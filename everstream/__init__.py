@@ -6,6 +6,8 @@ from everstream.errors import EverstreamError
 from everstream.log import EmbeddedLog, Log, TopicSpec, open_log
 
 if TYPE_CHECKING:
+    from everstream import cep as cep
+    from everstream.cep import pattern
     from everstream.engine import (
         App,
         KeyedProcess,
@@ -48,6 +50,10 @@ _ENGINE = frozenset(
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("cep", "pattern"):  # complex event processing: es.pattern(...), es.cep.skip_past_last_event()
+        import everstream.cep as cep
+
+        return cep if name == "cep" else cep.pattern
     if name in _ENGINE:
         from everstream import engine
 
@@ -79,6 +85,7 @@ __all__ = [
     "median",
     "min",
     "open_log",
+    "pattern",
     "quantile",
     "rolling_count",
     "rolling_max",

@@ -39,6 +39,9 @@ from everstream.log.contract import TopicSpec
 from everstream.log.open import open_log
 
 TRADES, BARS, POSITIONS, ALERTS = "trades", "bars_1m", "positions", "alerts"
+PAYMENTS, ACCOUNT_EVENTS, ORDERS, FRAUD_FEATURES = "payments", "account_events", "orders", "fraud_features"
+#: How much of each replayed simulator's hour lies in the past at start (replayed at once).
+FEED_HISTORY = "40m"
 #: A trade above this notional raises a ``large_trade`` alert.
 LARGE_NOTIONAL = 5_000_000.0
 #: Injected fat-finger trades use this account prefix so the summary can check each was alerted.
@@ -58,6 +61,57 @@ def _alert(alert_type: str, key: pl.Expr, score: pl.Expr, detail: pl.Expr) -> li
     """The columns of an alert row (one schema for every pipeline writing ``alerts``)."""
     return [pl.lit(alert_type).alias("alert_type"), key.cast(pl.String).alias("key"),
             pl.col("ts"), score.cast(pl.Float64).alias("score"), detail.alias("detail")]
+
+
+def _match_alert(alert_type: str, keys: list[str]) -> list[pl.Expr]:
+    """A CEP match row as an alert: the key columns joined by '/', the match's end time, its size."""
+    key = pl.concat_str([pl.col(k).cast(pl.String) for k in keys], separator="/")
+    return [pl.lit(alert_type).alias("alert_type"), key.alias("key"), pl.col("match_end").alias("ts"),
+            pl.lit(None, dtype=pl.Float64).alias("score"),
+            pl.format("{} pattern from {} to {}", pl.lit(alert_type), pl.col("match_start"),
+                      pl.col("match_end")).alias("detail")]
+
+
+@dataclass
+class Feed:
+    """A simulator replayed against the wall clock into ``topic``, with the cases it plants."""
+
+    topic: str
+    key: str
+    replay: Any
+    cases: list[Injected]
+
+
+def build_feeds(seed: int) -> list[Feed]:
+    """Payments (card authorizations, account events) and market order flow, one simulated hour each,
+    ``FEED_HISTORY`` of it in the past; each planted case with the time its pattern completes."""
+    from everstream.bench.data import cards
+    from everstream.finance import market, payments
+    from everstream.finance.replay import LiveReplay
+
+    table, card_cases = cards(100_000, seed=seed, cards_n=20_000, span_s=3_600.0, disorder_ms=1_000)
+    auths = pl.from_arrow(table)
+    assert isinstance(auths, pl.DataFrame)
+    auths = auths.drop("seq")
+    pay = LiveReplay(auths, FEED_HISTORY)
+    big = auths.filter(pl.col("amount") > 500).group_by("card").agg(pl.col("ts").max().dt.epoch("ms"))
+    ends = dict(big.iter_rows())
+    pay_cases = [Injected("card_testing", c, pay.shifted(int(ends[c]))) for c in card_cases if c in ends]
+
+    acct = payments.account_events(2_000, takeovers=8, seed=seed, span_s=3_600.0, disorder_ms=1_000)
+    acc = LiveReplay(acct.events, FEED_HISTORY)
+    acc_cases = [Injected("account_takeover", a, acc.shifted(t)) for a, t in acct.cases.iter_rows()]
+
+    orders = market.order_events(72_000, cases=3, seed=seed, disorder_ms=500)
+    mkt = LiveReplay(orders.events, FEED_HISTORY)
+    last = orders.events.group_by("account").agg(pl.col("ts").max().dt.epoch("ms"))
+    last_ts = dict(last.iter_rows())
+    mkt_cases = []
+    for kind, account, symbol, firm in orders.cases.select("kind", "account", "symbol", "firm").iter_rows():
+        key = f"{symbol}/{firm}" if kind == "wash_trade" else f"{account}/{symbol}"
+        mkt_cases.append(Injected(kind, key, mkt.shifted(int(last_ts[account]))))
+    return [Feed(PAYMENTS, "card", pay, pay_cases), Feed(ACCOUNT_EVENTS, "account", acc, acc_cases),
+            Feed(ORDERS, "symbol", mkt, mkt_cases)]
 
 
 def build_pipelines() -> dict[str, Any]:
@@ -91,7 +145,33 @@ def build_pipelines() -> dict[str, Any]:
                                pl.col("price").round(2), pl.lit(f"{LARGE_NOTIONAL:,.0f}"))))
      .to(ALERTS, key="key"))
 
+    from everstream.finance import patterns
+
+    fraud = es.App("demo-fraud")
+    pay = fraud.stream(PAYMENTS).with_watermark("ts", max_delay="2s", idle_timeout="5s")
+    (pay.match(patterns.card_testing(), by="card", name="card_testing", timeouts=False)
+     .select(*_match_alert("card_testing", ["card"])).to(ALERTS, key="key", name="card_testing_alerts"))
+    (pay.rolling(by="card", name="card_velocity", n_10m=es.rolling_count("10m"),
+                 amount_1h=es.rolling_sum("amount", "1h"), gap_ms=es.time_since_last())
+     .select("ts", "card", "merchant", "amount", "n_10m", "amount_1h", "gap_ms")
+     .to(FRAUD_FEATURES, key="card"))
+
+    takeover = es.App("demo-takeover")
+    (takeover.stream(ACCOUNT_EVENTS).with_watermark("ts", max_delay="2s", idle_timeout="5s")
+     .match(patterns.account_takeover(), by="account", name="account_takeover", timeouts=False)
+     .select(*_match_alert("account_takeover", ["account"])).to(ALERTS, key="key"))
+
+    abuse = es.App("demo-market-abuse")
+    orders = abuse.stream(ORDERS).with_watermark("ts", max_delay="1s", idle_timeout="5s")
+    for kind in ("spoofing", "layering", "wash_trade"):
+        factory, keys = patterns.READY[kind]
+        (orders.match(factory(), by=list(keys), name=kind, timeouts=False)
+         .select(*_match_alert(kind, list(keys))).to(ALERTS, key="key", name=f"{kind}_alerts"))
+
     return {
+        "fraud": (fraud, "card testing (CEP) and card velocity features on payments"),
+        "takeover": (takeover, "account takeover (CEP): new device, credential change, new payee, big transfer"),
+        "market_abuse": (abuse, "spoofing, layering and wash trades (CEP) on order flow"),
         "bars": (bars, "1-minute OHLCV + VWAP per symbol, early firing every second"),
         "positions": (positions, "intraday net quantity and exposure per account"),
         "surveillance": (surveillance, f"trades with notional over {LARGE_NOTIONAL:,.0f} -> alerts"),
@@ -140,10 +220,15 @@ def run_demo(
     log = open_log(broker, data_dir)
     console = Console(stderr=True)
     for spec in (TopicSpec(TRADES, partitions, schema=TRADE_SCHEMA), TopicSpec(ALERTS, 1),
-                 TopicSpec(BARS, partitions), TopicSpec(POSITIONS, partitions)):
+                 TopicSpec(BARS, partitions), TopicSpec(POSITIONS, partitions), TopicSpec(PAYMENTS, partitions),
+                 TopicSpec(ACCOUNT_EVENTS, partitions), TopicSpec(ORDERS, partitions),
+                 TopicSpec(FRAUD_FEATURES, partitions)):
         log.create_topic(spec, exist_ok=True)
     control = ControlPlane(log, title="everstream demo")
     capture = control.capture(TRADES, "trade simulator")
+    fresh = not sum(p.end_offset for p in log.describe_topic(PAYMENTS).partitions)
+    feeds = build_feeds(seed) if fresh else []  # a restart on old data goes on with trades only
+    feed_captures = {f.topic: control.capture(f.topic, f"{f.topic} simulator") for f in feeds}
     threads: list[_PipelineThread] = []
     runners = []
     server = Server(control, host=host, port=port)
@@ -169,6 +254,8 @@ def run_demo(
         sim = TradeSimulator(seed=seed, symbols=100, rate_per_s=100.0,
                              start_ms=int(time.time() * 1000) - history_minutes * 60_000)
         backfilled = _backfill(log, capture, sim, history_minutes)
+        with log.producer(linger_ms=5) as producer:
+            backfilled += _send_feeds(producer, feeds, feed_captures)  # their history
         sim.resume(int(time.time() * 1000), float(rate))
         chunk = max(rate // 50, 1)  # about 50 writes a second
         t_live = time.monotonic()
@@ -194,6 +281,7 @@ def run_demo(
                     producer.send_batch(TRADES, batch, key="symbol", timestamp="ts")
                     produced += batch.num_rows
                     capture.add(batch.num_rows)
+                    produced += _send_feeds(producer, feeds, feed_captures)
                     if view is not None and now - last_view >= 0.5:
                         last_view = now
                         view.update(_render(control, server.url))
@@ -203,7 +291,8 @@ def run_demo(
         finally:
             if view is not None:
                 view.stop()
-        _settle(control, injected, timeout=10.0)
+        injected += _due_cases(feeds)
+        _settle(control, injected, timeout=15.0)
     finally:
         for r in runners:
             r.stop()
@@ -218,6 +307,27 @@ def run_demo(
         log.close()
     _print_summary(console, summary)
     return summary
+
+
+def _send_feeds(producer: Any, feeds: list[Feed], captures: dict[str, Any]) -> int:
+    """Write what each replayed simulator has due now; returns the rows written."""
+    n = 0
+    for f in feeds:
+        rows = f.replay.due()
+        if rows.height:
+            producer.send_batch(f.topic, rows, key=f.key, timestamp="ts")
+            captures[f.topic].add(rows.height)
+            n += rows.height
+    return n
+
+
+def _due_cases(feeds: list[Feed], margin_ms: int = 5_000) -> list[Injected]:
+    """Planted cases whose last event was released at least ``margin_ms`` (event time) before the end."""
+    out = []
+    for f in feeds:
+        last = f.replay.last_sent_ms()
+        out += [c for c in f.cases if last is not None and c.at_ms <= last - margin_ms]
+    return out
 
 
 def _backfill(log: Any, capture: Any, sim: TradeSimulator, minutes: int) -> int:
@@ -259,6 +369,7 @@ def _summary(control: Any, injected: list[Injected], backfilled: int, produced: 
         "backfilled": backfilled,
         "produced": backfilled + produced,
         "events_captured": s["events_captured"],
+        "captured": {c["topic"]: c["events"] for c in s["captures"]},
         "capture_rate": round(produced / elapsed) if elapsed else 0,
         "alerts": s["alerts"],
         "injected": [{"alert_type": c.alert_type, "key": c.key, "alerted": c.key in alerted} for c in injected],

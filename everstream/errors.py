@@ -70,6 +70,14 @@ class ProducerError(EverstreamError):
     """A background flush failed; the records it carried were not acknowledged."""
 
 
+class ProducerFencedError(ProducerError):
+    """A newer producer with the same transactional id took over; this (zombie) one may not commit.
+
+    Its open transaction is discarded: nothing of it becomes visible. Close it; the newer
+    instance carries on from the last committed transaction.
+    """
+
+
 class ConsumerError(EverstreamError):
     """Consumer misuse or failure."""
 
@@ -135,9 +143,31 @@ class StepError(EngineError):
         super().__init__(text)
 
 
+class StateError(EngineError):
+    """Operator state could not be saved to or restored from its changelog topic."""
+
+
+class StateIncompatibleError(StateError, ValueError):
+    """A step's stored state has another shape than the step now has (the pipeline changed).
+
+    Raised on start instead of restoring state into an operator that would misread it.
+    """
+
+
 class UserFunctionError(StepError):
     """A user function (map, flat_map, map_batches) raised; ``location`` is its file:line."""
 
     def __init__(self, message: str, *, location: str, **where: object) -> None:
         self.location = location
         super().__init__(message, **where)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- machine learning (everstream.ml)
+
+
+class ModelError(EverstreamError):
+    """A model could not be trained, loaded or applied (wrong feature columns, corrupt artifact)."""
+
+
+class RegistryError(EverstreamError):
+    """The model registry topic has no such model or version, or a record could not be stored."""

@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from everstream.bench import data
-from everstream.bench.check import compare, reference
+from everstream.bench.check import compare, epoch_ms, reference
 from everstream.bench.queries import Query, get
 from everstream.errors import ConfigError
 
@@ -30,8 +30,10 @@ DEFAULT_DATA = Path(os.environ.get("EVERSTREAM_BENCH_DATA", "benchmarks/.data"))
 INPUT_TOPIC = {"finance": "trades", "nexmark": "nexmark"}
 
 
-def dataset(suite: str, events: int, seed: int, directory: Path) -> Path:
-    """The Parquet file of ``suite``'s input (generated on first use)."""
+def dataset(suite: str, events: int, seed: int, directory: Path, table: str = "") -> Path:
+    """The Parquet file of ``suite``'s input (generated on first use); ``table="cards"``: W5's authorizations."""
+    if table == "cards":
+        return data.cached_parquet(directory, f"cards-{events}-{seed}", lambda: data.cards(events, seed=seed)[0])
     if suite == "finance":
         return data.cached_parquet(directory, f"trades-{events}-{seed}", lambda: data.trades(events, seed=seed))
     if suite == "nexmark":
@@ -88,11 +90,23 @@ class RssSampler:
         self.peak = max(self.peak, rss_mb(self.pid))
 
 
-def check_output(q: Query, got: pl.DataFrame, parquet: Path) -> tuple[bool, str]:
-    """Compare an engine's output for ``q`` with the DuckDB reference over ``parquet``."""
+def side_inputs(q: Query, parquet: Path, events: int, seed: int, directory: Path) -> dict[str, Path]:
+    """Parquet files of a query's inputs besides the suite's own (W4: ``quotes`` derived from the trades)."""
+    out: dict[str, Path] = {}
+    if "quotes" in q.tables:
+        out["quotes"] = data.cached_parquet(directory, f"quotes-{events}-{seed}",
+                                            lambda: data.quotes(pq.read_table(parquet), seed=seed))
+    return out
+
+
+def check_output(q: Query, got: pl.DataFrame, parquet: Path, others: dict[str, Path] | None = None) -> tuple[bool, str]:
+    """Compare an engine's output for ``q`` with the DuckDB reference over ``parquet`` (and ``others``)."""
     if q.normalize is not None and got.height:
         got = q.normalize(got)
-    want = reference(q.reference_sql, {q.tables[0]: parquet})
+    if q.reference_fn is not None:  # plain-Python reference (W5: CEP)
+        want = epoch_ms(q.reference_fn({q.tables[0]: parquet, **(others or {})}))
+    else:
+        want = reference(q.reference_sql, {q.tables[0]: parquet, **(others or {})})
     return compare(got, want, q.exact, q.approx)
 
 
@@ -112,7 +126,8 @@ def run(suite: str, name: str, events: int, *, seed: int = 7, data_dir: Path | N
     q = get(suite, name)
     if q.build is None:
         return not_expressible(q, events)
-    parquet = dataset(suite, events, seed, data_dir or DEFAULT_DATA)
+    parquet = dataset(suite, events, seed, data_dir or DEFAULT_DATA, q.tables[0])
+    others = side_inputs(q, parquet, events, seed, data_dir or DEFAULT_DATA)
     topic = INPUT_TOPIC[suite]
     time_col = "ts" if suite == "finance" else "date_time"
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="everstream-bench-") as tmp:
@@ -124,6 +139,10 @@ def run(suite: str, name: str, events: int, *, seed: int = 7, data_dir: Path | N
             with log.producer(batch_events=batch_events) as producer:
                 for b in table.to_batches(batch_events):
                     producer.send_batch(topic, b, timestamp=time_col)
+                for name, path in others.items():  # further inputs (W4's quotes)
+                    log.create_topic(TopicSpec(name, 1))
+                    for b in pq.read_table(path).to_batches(batch_events):
+                        producer.send_batch(name, b, timestamp=time_col)
                 producer.flush()
             del table
             gc.collect()
@@ -138,12 +157,12 @@ def run(suite: str, name: str, events: int, *, seed: int = 7, data_dir: Path | N
             out = read_topic(log, "out") if "out" in names else pl.DataFrame()
         finally:
             log.close()
-    ok, detail = check_output(q, out, parquet)
+    ok, detail = check_output(q, out, parquet, others)
     return {
         "suite": suite, "query": q.name, "title": q.title, "engine": "everstream", "status": "ok",
         "events": rows, "seconds": round(seconds, 4), "events_per_s": round(rows / seconds),
         "cpu_seconds": round(cpu, 4), "events_per_cpu_s": round(rows / cpu) if cpu > 0 else None,
         "peak_rss_mb": round(rss.peak, 1), "correct": ok, "check": detail, "output_rows": out.height,
-        "late_events": result.late_events, "notes": q.notes, "seed": seed,
+        "late_events": result.late_events, "dead_letters": result.dead_letters, "notes": q.notes, "seed": seed,
         "python": sys.version.split()[0], "machine": platform.machine(),
     }

@@ -44,6 +44,7 @@ from everstream.engine.features import (
     rolling_sum,
     time_since_last,
 )
+from everstream.engine.joins import Lookup
 from everstream.engine.plan import Plan, Step
 from everstream.engine.process import KeyedProcess, ProcessContext
 from everstream.engine.runtime import Runner, RunResult, dead_letter_topic_of, late_topic_of
@@ -70,6 +71,7 @@ __all__ = [
     "Hopping",
     "KeyedProcess",
     "KeyedStream",
+    "Lookup",
     "Plan",
     "ProcessContext",
     "RunResult",

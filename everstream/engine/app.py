@@ -121,6 +121,11 @@ class App:
         **options: Any,
     ) -> RunResult:
         """Run until stopped (Ctrl-C), for ``duration`` seconds, or ``until_idle``: until every
-        input is drained and every window has fired (replays, backtests, tests)."""
+        input is drained and every window has fired (replays, backtests, tests).
+
+        Options go to the :class:`~everstream.engine.runtime.Runner`, notably
+        ``guarantee="at_least_once"`` (default) or ``"exactly_once"`` (outputs, operator state and
+        input offsets committed in one transaction; a restart resumes exactly), and
+        ``commit_interval`` (seconds, default 0.1; 0 commits after every batch)."""
         with self.runner(log, start=start, **options) as r:
             return r.run(until_idle=until_idle, duration=duration)

@@ -41,10 +41,14 @@ _POLARS_ERRORS = (pl.exceptions.PolarsError, TypeError, ValueError)
 
 @dataclass(frozen=True)
 class Ctx:
-    """Where a batch came from: an input partition, or a window's firing (topic None)."""
+    """Where a batch came from: an input partition, or a window's firing (topic None).
+
+    ``parent`` is the step that pushed the batch (the runtime sets it), so a join knows its side.
+    """
 
     topic: str | None
     partition: int | None
+    parent: str | None = None
 
 
 class Services(Protocol):

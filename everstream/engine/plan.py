@@ -165,6 +165,40 @@ class Sink(Step):
         return f"to({self.topic}{'' if self.key is None else f', key={self.key}'})"
 
 
+@dataclass(frozen=True, eq=False)
+class Join(Step):
+    """A join: ``inputs`` are (left, right) for stream joins, (left,) for a lookup join.
+
+    ``spec`` (from :mod:`everstream.engine.joins`) says which join and how; its ``holdback_ms``
+    is how far behind the watermark the join may emit rows (downstream windows wait that much).
+    """
+
+    spec: Any
+
+    @property
+    def kind(self) -> str:
+        return str(self.spec.kind)
+
+    def describe(self) -> str:
+        return str(self.spec.describe())
+
+
+@dataclass(frozen=True, eq=False)
+class Match(Step):
+    """Complex event processing: ``pattern`` (an :class:`everstream.cep.Pattern`) matched per key.
+
+    The pattern builds its own operator (``pattern.operator(...)``): cep sits above the engine,
+    which never imports it. ``timeouts``: True for ``<app>.<step_id>.timeouts``, a topic, or False.
+    """
+
+    pattern: Any
+    by: tuple[str, ...]
+    timeouts: str | bool = True
+
+    def describe(self) -> str:
+        return f"match({self.pattern.describe()}, by={list(self.by)})"
+
+
 @dataclass(frozen=True)
 class Plan:
     """The steps of an app in definition order (every step after its inputs)."""
@@ -227,7 +261,7 @@ class Plan:
         sink, a map or a map_batches needs every column.
         """
         step = self.step(step_id)
-        if isinstance(step, (Sink, Map, MapBatches, Process)):
+        if isinstance(step, (Sink, Map, MapBatches, Process, Join, Match)):  # a join outputs both sides' columns
             return None
         if isinstance(step, Window):
             cols = set(step.by)

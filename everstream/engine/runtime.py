@@ -10,6 +10,11 @@ idle partitions left out), lets windows fire, writes sink batches, late events a
 letters, and (every ``commit_interval``) commits consumer offsets after the writes are durable:
 at-least-once. The committed offset of a partition never passes an event an open window
 still holds, so a restart re-reads what in-memory state would lose.
+
+With ``guarantee="exactly_once"`` the runner writes through a transactional producer and every
+commit puts outputs, changed operator state (changelog topics) and the offsets of everything
+read into one transaction; on start it restores state from the changelogs before reading the
+committed offsets (see :mod:`everstream.engine.checkpoint`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -30,24 +36,27 @@ from everstream.engine import operators as ops
 from everstream.engine import plan as p
 from everstream.engine.aggregates import EVENT_TIME
 from everstream.engine.app import App
+from everstream.engine.checkpoint import GUARANTEES, Checkpointer, transactional_id_of
+from everstream.engine.join_base import JoinOperator
 from everstream.engine.metrics import LatencyHistogram
 from everstream.engine.ordered import CountWindowOp, RollingOp
 from everstream.engine.process import ProcessOp
 from everstream.engine.time import MAX_TIME, MIN_TIME
 from everstream.engine.windows import Count
-from everstream.errors import EngineError, UnknownTopicError
+from everstream.errors import ConfigError, EngineError, UnknownTopicError
 from everstream.log.contract import (
     OFFSET_COL,
     PARTITION_COL,
     TIMESTAMP_COL,
     TOPIC_COL,
     Log,
+    Producer,
     StartAt,
     TopicSpec,
 )
 from everstream.log.records import DeadLetter
 
-Stateful = ops.WindowOp | RollingOp | CountWindowOp | ProcessOp
+Stateful = ops.WindowOp | RollingOp | CountWindowOp | ProcessOp | JoinOperator
 
 
 def dead_letter_topic_of(app: str) -> str:
@@ -99,6 +108,7 @@ class Runner:
         poll_timeout: float = 0.05,
         max_batch_events: int = 250_000,
         commit_interval: float = 0.1,
+        guarantee: str = "at_least_once",
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -146,8 +156,27 @@ class Runner:
         self._order = {s.step_id: i for i, s in enumerate(self.plan)}
         self._holdback = {op.step.step_id: self._holdback_of(op.step.step_id) for op in self._windows}
 
+        # pyarrow imports pandas on its first pa.array() (about a second here): pay it now, not as the
+        # latency of the first events
+        pa.array(np.zeros(1))
+        # exactly-once: the transactional producer comes first (it fences a zombie predecessor and,
+        # on Kafka, aborts its open transaction), then state is restored, then offsets are read
+        self.guarantee = _check_guarantee(guarantee, commit_interval)
+        self.checkpoint: Checkpointer | None = None
+        self.producer: Producer
+        if self.guarantee == "exactly_once":
+            tx = self.log.transactional_producer(transactional_id_of(group or app.name), linger_ms=1.0)
+            self.producer = tx
+            try:
+                self.checkpoint = Checkpointer(self.app_name, self.log, tx, self.ops)
+                self.checkpoint.restore()
+                tx.begin()
+            except BaseException:
+                tx.close()
+                raise
+        else:
+            self.producer = self.log.producer(linger_ms=1.0)
         self.consumer = self.log.consumer(group or app.name, start=start)
-        self.producer = self.log.producer(linger_ms=1.0)
         try:
             self.consumer.assign(self._inputs)
             for tp in self._inputs:
@@ -207,6 +236,21 @@ class Runner:
                 sop = ops.WindowOp(step, self, lambda: first.time_zone if first else "UTC", multi_source=multi)
             self._windows.append(sop)
             return sop
+        if isinstance(step, p.Join):
+            from everstream.engine.joins import join_operator
+
+            jop = join_operator(step, self, self.plan, lambda sid: self._watermarks[sid].tracker.current(),
+                                self._holdback_of)
+            if isinstance(jop, JoinOperator):
+                self._windows.append(jop)
+            return jop
+        if isinstance(step, p.Match):  # CEP: the pattern builds its operator (everstream.cep sits above)
+            mwms = self.plan.watermarks_of(step.step_id)
+            mfirst = self._watermarks[mwms[-1].step_id] if mwms else None
+            mop = step.pattern.operator(step, self, multi_source=len(mwms) > 1,
+                                        time_zone=lambda: mfirst.time_zone if mfirst else "UTC")
+            self._windows.append(mop)
+            return mop  # type: ignore[no-any-return]
         if isinstance(step, p.Sink):
             sink = ops.SinkOp(step, self)
             self._sinks.append(sink)
@@ -229,7 +273,8 @@ class Runner:
     def _holdback_of(self, step_id: str) -> int:
         """Allowed lateness of windows upstream: their results reach this step that much later."""
         return sum(s.allowed_lateness_ms for s in self.plan.upstream(step_id)
-                   if isinstance(s, p.Window) and s.time == "event")
+                   if isinstance(s, p.Window) and s.time == "event") + sum(
+            int(s.spec.holdback_ms) for s in self.plan.upstream(step_id) if isinstance(s, p.Join))
 
     # ------------------------------------------------------------------ services for operators
 
@@ -238,6 +283,10 @@ class Runner:
 
     def late(self, step: p.Step, df: pl.DataFrame) -> None:
         self._pending_late.setdefault(late_topic_of(self.app_name, step.step_id), []).append(df)
+
+    def side_output(self, topic: str, df: pl.DataFrame) -> None:
+        """Rows for a step's side topic (CEP timeouts), written like late events each cycle."""
+        self._pending_late.setdefault(topic, []).append(df)
 
     def now_ms(self) -> int:
         return int(self._wall() * 1000)
@@ -282,8 +331,9 @@ class Runner:
         if out is None or out.is_empty():
             return
         m.events_out += out.height
+        child_ctx = ops.Ctx(ctx.topic, ctx.partition, step_id)  # joins tell their sides apart by parent
         for child in self.plan.children(step_id):
-            self._push(child, out, ctx)
+            self._push(child, out, child_ctx)
 
     def _advance(self) -> None:
         now_ms = int(time.time() * 1000)
@@ -291,7 +341,6 @@ class Runner:
         for sid, op in self._watermarks.items():
             op.metrics.watermark = _shown(current[sid])
             op.metrics.watermark_lag_ms = _lag(now_ms, current[sid])
-        fire_ctx = ops.Ctx(None, None)
         for wop in self._windows:
             sid = wop.step.step_id
             wms = [current[s.step_id] for s in self.plan.watermarks_of(sid)]
@@ -308,7 +357,7 @@ class Runner:
             if out is not None and out.height:
                 wop.metrics.events_out += out.height
                 for child in self.plan.children(sid):
-                    self._push(child, out, fire_ctx)
+                    self._push(child, out, ops.Ctx(None, None, sid))
 
     def _write(self) -> None:
         for sop in self._sinks:
@@ -334,8 +383,17 @@ class Runner:
             self.producer.send_dead_letters(self.app_name, letters)
 
     def commit(self) -> None:
-        """Make outputs durable, then commit input offsets (never past what open windows hold)."""
+        """Make outputs durable, then commit input offsets (never past what open windows hold).
+
+        Exactly-once: outputs, changed operator state and the offsets of everything read go in
+        one transaction (see :mod:`everstream.engine.checkpoint`).
+        """
         self._check_open()
+        if self.checkpoint is not None:
+            self.checkpoint.commit(self.consumer, dict(self._next))
+            self._committed.update(self._next)
+            self._last_commit = self._clock()
+            return
         self.producer.flush()
         held: dict[tuple[str, int], int] = {}
         for wop in self._windows:
@@ -517,6 +575,14 @@ def to_arrow(df: pl.DataFrame) -> pa.Table:
         fields.append(f.with_type(t))
     schema = pa.schema(fields)
     return table if schema == table.schema else table.cast(schema)
+
+
+def _check_guarantee(guarantee: str, commit_interval: float) -> str:
+    if guarantee not in GUARANTEES:
+        raise ConfigError(f"guarantee={guarantee!r}: use 'exactly_once' or 'at_least_once'")
+    if not isinstance(commit_interval, (int, float)) or commit_interval < 0:
+        raise ConfigError(f"commit_interval={commit_interval!r}: give seconds >= 0 (0: commit after every batch)")
+    return guarantee
 
 
 def _shown(wm: int) -> int | None:

@@ -199,6 +199,101 @@ class Stream:
                 "app.stream('payments').with_watermark('ts', max_delay='2s')"
             )
 
+    # ------------------------------------------------------------------ joins (everstream.engine.joins)
+
+    def join_asof(self, other: Stream, on: str | tuple[str, str] | None = None, by: str | Iterable[str] | None = None,
+                  *, direction: str = "backward", allow_exact_matches: bool = True, tolerance: Duration | None = None,
+                  how: str = "left", suffix: str = "_right", name: str | None = None) -> Stream:
+        """Join each event with the ``other`` stream's row nearest in event time (same ``by`` key), e.g. a
+        trade with the quote that prevailed: ``trades.join_asof(quotes, on="ts", by="symbol")``.
+
+        The results equal Polars ``join_asof`` (``strategy=direction``, ``allow_exact_matches``,
+        ``tolerance``) over the same data; an event is emitted once the watermarks make its answer final
+        (backward: the other side's watermark passed it). ``how="inner"`` drops events without a match.
+        ``on`` is each side's event-time field (default: theirs).
+        """
+        from everstream.engine import joins
+
+        return joins.asof(self, other, on=on, by=by, direction=direction, allow_exact_matches=allow_exact_matches,
+                          tolerance=tolerance, how=how, suffix=suffix, name=name)
+
+    def join_interval(self, other: Stream, on: str | tuple[str, str] | None = None,
+                      by: str | Iterable[str] | None = None, *, lower: Duration = "0s", upper: Duration = "0s",
+                      how: str = "inner", suffix: str = "_right", name: str | None = None) -> Stream:
+        """Pair each event with the ``other`` stream's events of the same key whose time is within
+        ``[t + lower, t + upper]`` (``lower`` may be negative, ``"-2s"``): an order and its executions,
+        ``orders.join_interval(execs, by="order_id", upper="5s")``. ``how``: inner, left, right or full
+        (unmatched events come out, with nulls, once the watermark passes their interval)."""
+        from everstream.engine import joins
+
+        return joins.interval(self, other, on=on, by=by or (), lower=lower, upper=upper, how=how, suffix=suffix,
+                              name=name)
+
+    def join_table(self, table: Stream, by: str | Iterable[str] | None = None, *, how: str = "left",
+                   grace: Duration | None = None, suffix: str = "_right", name: str | None = None) -> Stream:
+        """Enrich each event with the value of a keyed changelog ``table`` (latest row per key) valid at
+        the event's time. An event waits until the table's watermark passes its time, or at most ``grace``
+        of its own stream's event time (for tables that change rarely). ``how``: left or inner."""
+        from everstream.engine import joins
+
+        return joins.table(self, table, by=by or (), how=how, grace=grace, suffix=suffix, name=name)
+
+    def join_window(self, other: Stream, spec: WindowSpec, by: str | Iterable[str] | None = None, *,
+                    how: str = "inner", suffix: str = "_right", name: str | None = None) -> Stream:
+        """Join the events of both streams that fall in the same tumbling/hopping window and key; emitted
+        when the window closes, with ``window_start``/``window_end``. ``how``: inner or left."""
+        from everstream.engine import joins
+
+        return joins.window(self, other, spec=spec, by=by or (), how=how, suffix=suffix, name=name)
+
+    def join_lookup(self, table: Any, by: str | Iterable[str] | None = None, *,
+                    table_by: str | Iterable[str] | None = None, how: str = "left", suffix: str = "_right",
+                    name: str | None = None) -> Stream:
+        """Enrich each event from an external table (``everstream.connectors.lookup``: Parquet, DuckDB) with
+        a bounded cache; one lookup per micro-batch for its distinct keys. ``how``: left or inner."""
+        from everstream.engine import joins
+
+        return joins.lookup(self, table, by=by or (), table_by=table_by, how=how, suffix=suffix, name=name)
+
+    # ------------------------------------------------------------------ patterns (everstream.cep)
+
+    def match(self, pattern: Any, by: str | Iterable[str] | None = None, *, timeouts: str | bool = True,
+              name: str | None = None) -> Stream:
+        """Complex event processing: find ``pattern`` (``es.pattern(...)``) in each key's events, in event
+        time order. One output row per match: the keys, ``pattern`` (this step's id), ``match_start``,
+        ``match_end`` and one list-of-struct column per stage with its events. Partial matches that time
+        out (``within``) go to ``<app>.<step_id>.timeouts`` (``timeouts="topic"`` to rename, False to drop).
+        See :mod:`everstream.cep`.
+        """
+        keys = () if by is None else (by,) if isinstance(by, str) else tuple(by)
+        if not callable(getattr(pattern, "check", None)) or not callable(getattr(pattern, "operator", None)):
+            raise PlanError(f"match() takes a pattern built with es.pattern('name').where(...)..., got "
+                            f"{type(pattern).__name__}: {pattern!r}")
+        pattern.check(keys)  # raises PlanError with the fix
+        if not isinstance(timeouts, (bool, str)):
+            raise PlanError(f"match(timeouts={timeouts!r}): use True, False or a topic name")
+        if isinstance(timeouts, str):
+            from everstream.log.contract import check_topic_name
+
+            check_topic_name(timeouts)
+        self._needs_event_time("match")
+        return self._app.add(p.Match, self, "match", name, pattern=pattern, by=keys, timeouts=timeouts)
+
+    # ------------------------------------------------------------------ models (everstream.ml)
+
+    def score(self, registry: Any, model: str = "fraud", *, name: str | None = None, **options: Any) -> Stream:
+        """Score every event with the promoted version of ``model`` from a model registry
+        (``everstream.ml.ModelRegistry``): vectorized per micro-batch, switching to a newly promoted
+        version without stopping. Adds ``score``, ``model``, ``model_version``, ``reasons`` (top
+        contributing features), ``score_latency_ms`` and ``scored_at_ms``; options go to
+        :class:`everstream.ml.Scorer` (``reasons=3``, ``explain_above=0.5``, ``refresh_s=0.05``).
+        """
+        if not callable(getattr(registry, "scorer", None)):
+            raise PlanError(f"score() takes a model registry (everstream.ml.ModelRegistry(log)), got "
+                            f"{type(registry).__name__}: {registry!r}")
+        fn = registry.scorer(model, **options)
+        return self._app.add(p.MapBatches, self, "score", name, fn=fn, on_error="raise")
+
     # ------------------------------------------------------------------ sinks
 
     def to(self, topic: str, *, key: str | None = None, name: str | None = None) -> None:

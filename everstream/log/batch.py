@@ -106,13 +106,19 @@ _INTERNAL = (OFFSET_COL, TIMESTAMP_COL, KEY_COL)
 
 
 def with_metadata(
-    stored: pa.RecordBatch, topic: str, partition: int, base_offset: int
+    stored: pa.RecordBatch, topic: str, partition: int, base_offset: int, offsets: np.ndarray | None = None
 ) -> pa.RecordBatch:
-    """Add ``_topic``, ``_partition`` and ``_offset`` to a stored batch (order: user, meta)."""
+    """Add ``_topic``, ``_partition`` and ``_offset`` to a stored batch (order: user, meta).
+
+    ``offsets``: the records' offsets when known (several stored batches read as one), else they
+    come from the stored ``_offset`` column or count up from ``base_offset``.
+    """
     n = stored.num_rows
     schema = stored.schema
     names = schema.names
-    if OFFSET_COL in names:
+    if offsets is not None:
+        offsets = pa.array(offsets, pa.int64())
+    elif OFFSET_COL in names:
         offsets = stored.column(OFFSET_COL)
     else:
         offsets = pa.array(np.arange(base_offset, base_offset + n, dtype=np.int64))

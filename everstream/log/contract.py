@@ -202,6 +202,68 @@ class Producer(Closeable):
         """Flush and release resources."""
 
 
+class TransactionalProducer(Producer):
+    """A producer whose records, and consumer-group offsets, become visible atomically or not at all.
+
+    ::
+
+        tx = log.transactional_producer("app-task-0")   # fences older instances with this id
+        tx.begin()
+        tx.send_batch("out", table)                     # to any number of topics
+        tx.send_offsets(consumer)                       # input positions (or a group name + offsets)
+        tx.commit()                                     # or tx.abort(); `with tx.transaction():` does both
+
+    Consumers see only committed records. Creating a second producer with the same
+    ``transactional_id`` bumps its epoch: the older one's ``commit`` (and further calls) raise
+    :class:`~everstream.errors.ProducerFencedError`, so a zombie task cannot write.
+    """
+
+    transactional_id: str
+
+    @abstractmethod
+    def begin(self) -> None:
+        """Open a transaction; every send until commit/abort belongs to it."""
+
+    @abstractmethod
+    def send_offsets(self, consumer: Consumer | str, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        """Commit ``offsets`` (next offset to read) of a consumer group with this transaction.
+
+        ``consumer``: a consumer in a group (its positions by default), or the group's name
+        (then ``offsets`` is required).
+        """
+
+    @abstractmethod
+    def commit(self, timeout: float | None = None) -> None:
+        """Make the transaction's records and offsets visible at once."""
+
+    @abstractmethod
+    def abort(self, timeout: float | None = None) -> None:
+        """Discard the open transaction (no-op without one)."""
+
+    @property
+    @abstractmethod
+    def in_transaction(self) -> bool: ...
+
+    def transaction(self) -> _TransactionScope:
+        """``with tx.transaction(): ...`` begins, then commits (or aborts on an exception)."""
+        return _TransactionScope(self)
+
+
+class _TransactionScope:
+    def __init__(self, producer: TransactionalProducer) -> None:
+        self._p = producer
+
+    def __enter__(self) -> TransactionalProducer:
+        self._p.begin()
+        return self._p
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if et is None:
+            self._p.commit()
+        else:
+            self._p.abort()
+
+
 class Consumer(Closeable):
     """Reads record batches from topic partitions, alone or as a member of a consumer group."""
 
@@ -276,6 +338,10 @@ class Log(Closeable):
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> Producer:
         """A producer; records over ``max_record_bytes`` go to the topic's dead-letter topic."""
+
+    def transactional_producer(self, transactional_id: str, **kwargs: Any) -> TransactionalProducer:
+        """A transactional producer (see :class:`TransactionalProducer`); one id per task."""
+        raise ConfigError(f"the {type(self).__name__} log has no transactions")
 
     @abstractmethod
     def consumer(

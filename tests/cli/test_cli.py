@@ -168,7 +168,10 @@ def test_demo_runs_and_pipelines_catch_up(tmp_path: Path) -> None:
     summary = json.loads(r.stdout.splitlines()[-1])
     assert summary["produced"] > summary["backfilled"] > 0
     assert summary["console"].startswith("http://127.0.0.1:")
+    assert summary["produced"] == sum(summary["captured"].values())
     for name, p in summary["pipelines"].items():
         assert p["error"] is None, name
-        assert p["events_in"] == summary["produced"], name
+        assert p["events_in"] > 0, name
         assert p["lag"] == 0, name
+    assert summary["pipelines"]["bars"]["events_in"] == summary["captured"]["trades"]
+    assert all(c["alerted"] for c in summary["injected"])

@@ -41,6 +41,11 @@ def browser() -> Iterator[webdriver.Chrome]:
         driver.quit()
 
 
+def b_rows(browser: webdriver.Chrome, rows_js: str) -> list[list[str]]:
+    rows: list[list[str]] = browser.execute_script(rows_js)
+    return rows
+
+
 def _number(text: str) -> int:
     return int(text.replace(",", "") or 0)
 
@@ -52,7 +57,7 @@ def test_console_shows_live_numbers_and_the_injected_alert(demo: Demo, browser: 
     wait.until(lambda b: _number(b.find_element(By.ID, "events-captured").text) > 0)
     first = _number(browser.find_element(By.ID, "events-captured").text)
     wait.until(lambda b: _number(b.find_element(By.ID, "events-captured").text) > first)
-    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#pipelines-table tbody tr")) == 3)
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#pipelines-table tbody tr")) == 6)
     wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#bars-chart .main-svg"))  # plotly drew the chart
 
     browser.find_element(By.ID, "tab-alerts").click()
@@ -61,6 +66,15 @@ def test_console_shows_live_numbers_and_the_injected_alert(demo: Demo, browser: 
     rows_js = "return [...document.querySelectorAll('#alerts-table tbody tr')].map(r => [r.dataset.type, r.innerText])"
     hit = wait.until(lambda b: next((r for r in b.execute_script(rows_js) if "FATFINGER-" in r[1]), None))
     assert hit[0] == "large_trade"
+    # filter to one type: the planted account takeovers (replayed history) are listed
+    pick = ("const s = document.getElementById('alert-type'); "
+            "if (![...s.options].some(o => o.value === 'account_takeover')) return false; "
+            "s.value = 'account_takeover'; s.dispatchEvent(new Event('change')); return true")
+    wait.until(lambda b: b.execute_script(pick))
+    # after the next refresh only that type is listed, the planted takeovers among them
+    ato = wait.until(lambda b: ((rows := b_rows(b, rows_js)) and all(r[0] == "account_takeover" for r in rows)
+                     and [r for r in rows if "ATO0" in r[1]]) or None)
+    assert len(ato) >= 1
     time.sleep(0.5)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "console-alerts.png"

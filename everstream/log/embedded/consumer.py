@@ -233,6 +233,7 @@ class EmbeddedConsumer(Consumer):
             if pos >= end:
                 continue
             name = self._names[tid]
+            pieces: list[tuple[pa.RecordBatch, np.ndarray]] = []  # this partition's slices, made one batch
             while got < limit and pos < end:
                 stored = self._store.fetch(tid, p, pos, _FETCH_BATCHES)
                 if not stored:
@@ -241,9 +242,10 @@ class EmbeddedConsumer(Consumer):
                     try:
                         batch = self._verified(tp, sb)
                     except CorruptBatchError as e:
+                        # serve what came before the damage; the next poll raises
+                        out += _joined(pieces, name, p)
                         if not out:
                             raise
-                        # serve what came before the damage; the next poll raises
                         self._positions[tp] = pos
                         self._deferred = e
                         return out
@@ -253,11 +255,12 @@ class EmbeddedConsumer(Consumer):
                     if take <= 0:
                         pos = max(pos, sb.last_offset + 1)
                         continue
-                    out.append(batchcodec.with_metadata(batch.slice(skip, take), name, p, int(offs[skip])))
+                    pieces.append((batch.slice(skip, take), offs[skip:skip + take]))
                     got += take
                     pos = int(offs[skip + take - 1]) + 1
                     if got >= limit:
                         break
+            out += _joined(pieces, name, p)
             self._positions[tp] = pos
             if got >= limit:
                 break
@@ -339,3 +342,27 @@ class EmbeddedConsumer(Consumer):
     def _check_open(self) -> None:
         if self._closed:
             raise LogClosedError("consumer is closed")
+
+
+def _joined(pieces: list[tuple[pa.RecordBatch, np.ndarray]], topic: str, partition: int) -> list[pa.RecordBatch]:
+    """Consecutive slices of one partition as few batches as their schemas allow, metadata added once.
+
+    Small stored batches (a producer writing every millisecond) are common on a live topic; adding
+    the metadata columns and converting per batch would cost more than the records themselves.
+    """
+    out: list[pa.RecordBatch] = []
+    i = 0
+    while i < len(pieces):
+        j = i + 1
+        schema = pieces[i][0].schema
+        while j < len(pieces) and pieces[j][0].schema.equals(schema):
+            j += 1
+        run = pieces[i:j]
+        if len(run) == 1:
+            batch, offs = run[0]
+        else:
+            batch = pa.concat_batches([b for b, _ in run])
+            offs = np.concatenate([o for _, o in run])
+        out.append(batchcodec.with_metadata(batch, topic, partition, int(offs[0]), offsets=offs))
+        i = j
+    return out

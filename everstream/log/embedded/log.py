@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from everstream.log.contract import Log, StartAt, TopicInfo, TopicSpec
 from everstream.log.embedded import maintenance
 from everstream.log.embedded.consumer import EmbeddedConsumer
 from everstream.log.embedded.producer import EmbeddedProducer
 from everstream.log.embedded.store import Durability, Store
+from everstream.log.embedded.transaction import EmbeddedTransactionalProducer
 
 DEFAULT_DATA_DIR = "./everstream-data"
 
@@ -65,6 +67,14 @@ class EmbeddedLog(Log):
         max_buffered: int = 500_000,
     ) -> EmbeddedProducer:
         return EmbeddedProducer(self, linger_ms, batch_events, max_buffered, max_record_bytes)
+
+    def transactional_producer(self, transactional_id: str, **kwargs: Any) -> EmbeddedTransactionalProducer:
+        """Records + group offsets committed in one SQLite transaction; fences older instances of the id.
+
+        Options as for :meth:`producer` (``linger_ms``, ``batch_events``, ``max_record_bytes``,
+        ``max_buffered``).
+        """
+        return EmbeddedTransactionalProducer(self, transactional_id, **kwargs)
 
     def consumer(
         self,

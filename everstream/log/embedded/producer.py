@@ -395,6 +395,22 @@ class EmbeddedProducer(Producer):
         self, out: list[tuple[_Topic, int, pa.RecordBatch]], dead: list[tuple[str, DeadLetter]]
     ) -> None:
         """Encode batches (in the caller's thread) and queue them for the writer thread."""
+        work = self._encode(out, dead)
+        if work is None:
+            return
+        with self._cv:
+            while len(self._queue) >= _MAX_QUEUED and self._error is None:
+                self._cv.wait(0.1)
+            if self._error is not None:
+                self._raise_state()
+            self._queue.append(work)
+            self._submitted += 1
+            self._cv.notify_all()
+
+    def _encode(
+        self, out: list[tuple[_Topic, int, pa.RecordBatch]], dead: list[tuple[str, DeadLetter]]
+    ) -> _Work | None:
+        """Encoded batches (dead letters routed to their topics, created when missing), or None."""
         items = [
             (t.row.id, p, batchcodec.encode(b, t.row.spec.compression)) for t, p, b in out if b.num_rows
         ]
@@ -410,15 +426,8 @@ class EmbeddedProducer(Producer):
                 )
                 items.append((row.id, 0, batchcodec.encode(dead_letter_batch(letters, stamp))))
         if not items:
-            return
-        with self._cv:
-            while len(self._queue) >= _MAX_QUEUED and self._error is None:
-                self._cv.wait(0.1)
-            if self._error is not None:
-                self._raise_state()
-            self._queue.append(_Work(items, produced, len(dead)))
-            self._submitted += 1
-            self._cv.notify_all()
+            return None
+        return _Work(items, produced, len(dead))
 
     def _wait_committed(self, target: int, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout

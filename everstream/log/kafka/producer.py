@@ -27,7 +27,7 @@ import pyarrow as pa
 from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka import Producer as RdProducer
 
-from everstream.errors import ConfigError, LogClosedError, ProducerError, SchemaError
+from everstream.errors import ConfigError, LogClosedError, ProducerError, ProducerFencedError, SchemaError
 from everstream.log.contract import (
     DEFAULT_MAX_RECORD_BYTES,
     META_COLUMNS,
@@ -482,6 +482,17 @@ class KafkaProducer(Producer):
                     except BufferError:
                         self._wait_room(produce, (topic, v, k, p, None, None, t, h))
         except KafkaException as e:
+            err = error_of(e)
+            if err is not None and err.code() == KafkaError._FATAL:  # why? (fenced by a newer instance?)
+                diag = self._diagnose()
+                cause = None if diag is None else error_of(diag)
+                if diag is not None and cause is not None and cause.code() == KafkaError._FENCED:
+                    self._fatal = True
+                    self._error = ProducerFencedError(
+                        f"producing to topic {topic!r} failed: this transactional producer was fenced by a newer "
+                        f"instance with the same transactional id ({describe(diag)}); its open "
+                        "transaction is discarded. Close it: its task runs elsewhere now.")
+                    raise self._error from e
             raise ProducerError(f"producing to topic {topic!r} failed: {describe(e)}") from e
 
     def _wait_room(self, produce: Callable[..., None], args: tuple[Any, ...]) -> None:
@@ -538,7 +549,7 @@ class KafkaProducer(Producer):
             err = error_of(cause)
             fenced = err is not None and err.code() == KafkaError._FENCED
             self._fatal = True
-            self._error = ProducerError(
+            self._error = (ProducerFencedError if fenced else ProducerError)(
                 f"the Kafka producer failed fatally ({describe(cause)})"
                 + ("; it was fenced by a newer producer with the same transactional id" if fenced else "")
                 + ". Records not yet acknowledged are not stored; create a new producer and re-send them."

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from everstream.errors import ConfigError, ProducerError
+from everstream.errors import ConfigError, ProducerError, ProducerFencedError
+from everstream.log.contract import Consumer as ContractConsumer
 from everstream.log.contract import TopicPartition as TP
+from everstream.log.contract import TransactionalProducer
 from everstream.log.kafka.client import describe
 from everstream.log.kafka.producer import KafkaProducer
 
@@ -18,7 +20,14 @@ if TYPE_CHECKING:
     from everstream.log.kafka.log import KafkaLog
 
 
-class KafkaTransactionalProducer(KafkaProducer):
+#: Error codes meaning "a newer producer with this transactional id exists".
+_FENCED_CODES = frozenset(
+    c for c in (getattr(KafkaError, n, None) for n in ("_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH"))
+    if c is not None
+)
+
+
+class KafkaTransactionalProducer(KafkaProducer, TransactionalProducer):
     """A producer whose writes (and consumer offsets) become visible atomically, or not at all.
 
     ::
@@ -61,17 +70,41 @@ class KafkaTransactionalProducer(KafkaProducer):
         self._txn_call("beginning a transaction", self._p.begin_transaction)
         self._in_txn = True
 
-    def send_offsets(self, consumer: KafkaConsumer, offsets: Mapping[TP, int] | None = None) -> None:
-        """Commit the consumer group's ``offsets`` (default: its positions) with this transaction."""
+    def send_offsets(self, consumer: KafkaConsumer | ContractConsumer | str,
+                     offsets: Mapping[TP, int] | None = None) -> None:
+        """Commit the consumer group's ``offsets`` (default: its positions) with this transaction.
+
+        ``consumer`` may also be a group name (then ``offsets`` is required): the offsets are
+        committed for the group without a member's generation (no zombie check on the group side).
+        """
         self._check_txn()
-        todo = consumer.positions() if offsets is None else dict(offsets)
+        if isinstance(consumer, str):
+            if offsets is None:
+                raise ConfigError(f"send_offsets({consumer!r}): give the offsets to commit for a group name")
+            todo = dict(offsets)
+            meta = self._group_metadata(consumer)
+        else:
+            todo = consumer.positions() if offsets is None else dict(offsets)  # type: ignore[union-attr,attr-defined]
+            meta = consumer.group_metadata()  # type: ignore[union-attr,attr-defined]
         tps = [TopicPartition(t, p, int(o)) for (t, p), o in todo.items()]
-        meta = consumer.group_metadata()
         with self._drain_lock:
             self._drain_locked()
             self._txn_call(
                 "sending consumer offsets", lambda: self._p.send_offsets_to_transaction(tps, meta, self._log.timeout)
             )
+
+    def _group_metadata(self, group: str) -> Any:
+        """Group metadata of ``group`` for a producer that has no consumer of it at hand."""
+        from confluent_kafka import Consumer as RdConsumer
+
+        from everstream.log.kafka.client import base_config
+
+        c = RdConsumer(base_config(self._log.bootstrap, {**self._log.client_config, "group.id": group,
+                                                         "enable.auto.commit": False}))
+        try:
+            return c.consumer_group_metadata()
+        finally:
+            c.close()
 
     def commit(self, timeout: float | None = None) -> None:
         self._check_txn()
@@ -101,6 +134,11 @@ class KafkaTransactionalProducer(KafkaProducer):
             self._buffered = 0
         wait = self._log.timeout * 6 if timeout is None else timeout
         with self._drain_lock:
+            if not self._fatal:
+                # let produce requests in flight settle first: a broker (Kafka 4) answers an EndTxn that
+                # races them with INVALID_TXN_STATE, a fatal error (seen when a task aborts right after
+                # sending); their records stay invisible, the abort discards them
+                self._p.flush(min(wait, self._log.timeout))
             self._txn_call("aborting the transaction", lambda: self._p.abort_transaction(wait), abortable=False)
             self._in_txn = False
             # messages of the aborted transaction still queued were purged: their (failed) delivery
@@ -108,10 +146,6 @@ class KafkaTransactionalProducer(KafkaProducer):
             self._serve(0)
             if not self._fatal:
                 self._error, self._failed, self._failures = None, 0, []
-
-    def transaction(self) -> _Transaction:
-        """``with tx.transaction(): ...`` begins, and commits (or aborts on an exception)."""
-        return _Transaction(self)
 
     def _close_hook(self) -> None:
         if self._in_txn:  # never commit on close: uncommitted work is discarded
@@ -146,7 +180,8 @@ class KafkaTransactionalProducer(KafkaProducer):
                     time.sleep(0.1)
                     continue
                 if err is not None and err.fatal():
-                    self._error = ProducerError(
+                    fenced = err.code() in _FENCED_CODES
+                    self._error = (ProducerFencedError if fenced else ProducerError)(
                         f"transactional producer {self.transactional_id!r}: {what} failed fatally "
                         f"({err.name()}: {err.str()}); it was probably fenced by a newer producer with the "
                         "same transactional id. Its open transaction is aborted; create a new producer."
@@ -165,18 +200,3 @@ class KafkaTransactionalProducer(KafkaProducer):
                 raise ProducerError(
                     f"transactional producer {self.transactional_id!r}: {what} failed: {describe(e)}"
                 ) from e
-
-
-class _Transaction:
-    def __init__(self, producer: KafkaTransactionalProducer) -> None:
-        self._p = producer
-
-    def __enter__(self) -> KafkaTransactionalProducer:
-        self._p.begin()
-        return self._p
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: object) -> None:
-        if et is None:
-            self._p.commit()
-        else:
-            self._p.abort()

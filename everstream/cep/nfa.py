@@ -1,0 +1,332 @@
+"""The NFA matcher: per key, partial matches stepped over candidate events in event-time order.
+
+The engine evaluates the conditions that only look at the current event vectorized on the batch
+(one bit per condition group in an int ``mask``), drops rows that satisfy none, and feeds the
+rest here, key by key in event-time order. Python runs per *candidate* event only.
+
+A partial match knows the stage of its last event, how many events that stage has taken, and
+which **roles** the next event may still play: continue the loop (bit 0) or start stage ``j``
+(bit ``j + 1``). Each event branches a partial into one partial per role it can take, plus the
+*ignore* branch that skips the event; skipping kills the roles that may not skip it (strict
+contiguity: any event; relaxed: an event satisfying the role's condition; negative stages:
+an event satisfying them). This is exactly the declarative definition in
+:mod:`everstream.cep.pattern`: a match is valid iff no event between two of its events is one
+the rules forbid to skip.
+
+Event positions (``pos``) order a key's events: the per-key ordinal over all its events when
+the pattern needs adjacency (strict contiguity, ``not_next``), else any increasing id.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from everstream.cep.pattern import Compiled, CompiledCond
+
+LOOP = 1
+
+#: (gid, stage index, pos, event time, parent): the events of a partial match, newest first.
+Events = tuple[int, int, int, int, Any] | None
+
+
+class Partial:
+    """A partial match (immutable once made; branching makes new ones)."""
+
+    __slots__ = ("count", "done", "events", "last_pos", "roles", "stage", "start_pos", "start_t")
+
+    def __init__(self, start_pos: int, start_t: int, last_pos: int, stage: int, count: int, roles: int,
+                 events: Events, done: bool) -> None:
+        self.start_pos, self.start_t, self.last_pos = start_pos, start_t, last_pos
+        self.stage, self.count, self.roles, self.events, self.done = stage, count, roles, events, done
+
+    def taken(self) -> list[tuple[int, int, int, int]]:
+        """(gid, stage, pos, time) of its events, oldest first."""
+        out = []
+        e = self.events
+        while e is not None:
+            out.append(e[:4])
+            e = e[4]
+        out.reverse()
+        return out
+
+
+@dataclass
+class Found:
+    """A complete match: its key, first and last event time, and (gid, stage) of its events in order."""
+
+    key: Hashable
+    start_t: int
+    end_t: int
+    events: list[tuple[int, int]]
+
+
+@dataclass
+class TimedOut:
+    """A partial match that can no longer complete within the pattern's time bound."""
+
+    key: Hashable
+    start_t: int
+    expired_at: int
+    events: list[tuple[int, int]]
+
+
+class Matcher:
+    """Per-key NFA state over a compiled pattern. ``feed`` one candidate event at a time.
+
+    ``event(gid)`` returns the event as a dict; it is only called for conditions that are Python
+    functions (which also receive the partial match as ``{stage: [event, ...]}``).
+    """
+
+    def __init__(self, compiled: Compiled, event: Callable[[int], dict[str, Any]] | None = None) -> None:
+        self.c = compiled
+        self.event = event
+        st = compiled.stages
+        n = len(st)
+        self.names = [s.name for s in st]
+        self.mins = [s.min for s in st]
+        self.maxs = [s.max for s in st]
+        self.greedy = [s.greedy for s in st]
+        # stages reachable when leaving stage i (skipping optional ones), and at the start
+        self.targets: list[list[int]] = []
+        for i in range(n):
+            t = []
+            for j in range(i + 1, n):
+                t.append(j)
+                if not st[j].optional:
+                    break
+            self.targets.append(t)
+        self.start: list[int] = []
+        for j in range(n):
+            self.start.append(j)
+            if not st[j].optional:
+                break
+        self.complete_at = [all(s.optional for s in st[i + 1:]) for i in range(n)]
+        self.fwd_bits = [sum(1 << (j + 1) for j in self.targets[i]) for i in range(n)]
+        self.start_bits = 0
+        for j in self.start:
+            self.start_bits |= compiled.conds[j].bits
+        #: contiguity of each role of stage i: loop -> inner, forward j -> stage j's contiguity
+        self.contig = [s.contiguity for s in st]
+        self.inner = [s.inner for s in st]
+        self.state: dict[Hashable, list[Partial]] = {}
+        self.found: list[Found] = []
+        self.timed_out: list[TimedOut] = []
+        self.expiry: list[tuple[int, int, Hashable]] = []
+        self._seq = 0
+        skip = compiled.skip
+        self.skip_kind = skip.kind
+        self.skip_stage = -1 if skip.stage is None else self.names.index(skip.stage)
+
+    # ------------------------------------------------------------------ conditions
+
+    def _cond(self, k: CompiledCond, mask: int, gid: int, p: Partial | None) -> bool:
+        if not k.has_fns:
+            return bool(mask & k.bits)
+        ev = None
+        for bit, fns in k.groups:
+            if not (mask >> bit) & 1:
+                continue
+            if not fns:
+                return True
+            if ev is None:
+                assert self.event is not None
+                ev = self.event(gid)
+                so_far = self._so_far(p)
+            if all(f(ev, so_far) for f in fns):
+                return True
+        return False
+
+    def _so_far(self, p: Partial | None) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {n: [] for n in self.names}
+        if p is not None:
+            assert self.event is not None
+            for gid, stage, _, _ in p.taken():
+                out[self.names[stage]].append(self.event(gid))
+        return out
+
+    def _roles(self, stage: int, count: int) -> int:
+        mx = self.maxs[stage]
+        r = LOOP if mx is None or count < mx else 0
+        if count >= self.mins[stage]:
+            r |= self.fwd_bits[stage]
+        return r
+
+    # ------------------------------------------------------------------ stepping
+
+    def feed(self, key: Hashable, gid: int, pos: int, t: int, mask: int) -> None:
+        """Process one candidate event of ``key`` (events of a key must come in event-time order)."""
+        parts = self.state.get(key)
+        if not parts and not (mask & self.start_bits):
+            return
+        c = self.c
+        within = c.within_ms
+        if parts and within is not None:
+            alive = []
+            for p in parts:
+                if t - p.start_t >= within:
+                    if not p.done:
+                        self.timed_out.append(TimedOut(key, p.start_t, p.start_t + within, _pairs(p)))
+                else:
+                    alive.append(p)
+            parts = alive
+        new: list[Partial] = []
+        done: list[Partial] = []
+        for p in parts or ():
+            self._branch(p, gid, pos, t, mask, new, done)
+        # a match may start here
+        for j in self.start:
+            if self._cond(c.conds[j], mask, gid, None):
+                self._take(None, j, gid, pos, t, new, done)
+        if done:
+            new = self._emit(key, done, new)
+        if new:
+            self.state[key] = new
+            if within is not None:
+                self._seq += 1
+                heapq.heappush(self.expiry, (t + within, self._seq, key))
+        elif parts is not None:
+            self.state.pop(key, None)
+
+    def _branch(self, p: Partial, gid: int, pos: int, t: int, mask: int, new: list[Partial],
+                done: list[Partial]) -> None:
+        c = self.c
+        i = p.stage
+        roles = p.roles
+        adjacent = pos == p.last_pos + 1
+        fwd = self.fwd_bits[i]
+        until = c.untils[i]
+        if roles & LOOP and until is not None and self._cond(until, mask, gid, p):
+            roles &= ~LOOP
+        ignore_kill = 0
+        if roles & fwd:
+            for is_next, neg in c.negatives[i]:
+                if is_next:
+                    if adjacent and self._cond(neg, mask, gid, p):
+                        roles &= ~fwd
+                        break
+                elif self._cond(neg, mask, gid, p):
+                    ignore_kill |= fwd
+        # which roles take the event
+        take_loop = False
+        if roles & LOOP:
+            ok = adjacent or self.inner[i] != "strict"
+            matches = self._cond(c.conds[i], mask, gid, p)
+            take_loop = ok and matches
+            if matches and self.inner[i] == "relaxed":
+                ignore_kill |= LOOP
+            if self.inner[i] == "strict":
+                ignore_kill |= LOOP
+            if take_loop and self.greedy[i]:
+                roles &= ~fwd
+        takes = []
+        if roles & fwd:
+            for j in self.targets[i]:
+                if not roles & (1 << (j + 1)):
+                    continue
+                kind = self.contig[j]
+                if kind == "strict":
+                    ignore_kill |= 1 << (j + 1)
+                    if not adjacent:
+                        continue
+                if self._cond(c.conds[j], mask, gid, p):
+                    takes.append(j)
+                    if kind == "relaxed":
+                        ignore_kill |= 1 << (j + 1)
+        if take_loop:
+            self._take(p, i, gid, pos, t, new, done)
+        for j in takes:
+            self._take(p, j, gid, pos, t, new, done)
+        left = roles & ~ignore_kill
+        if left:
+            new.append(Partial(p.start_pos, p.start_t, p.last_pos, i, p.count, left, p.events, p.done))
+
+    def _take(self, p: Partial | None, j: int, gid: int, pos: int, t: int, new: list[Partial],
+              done: list[Partial]) -> None:
+        if p is None:
+            count, start_pos, start_t, parent = 1, pos, t, None
+        else:
+            count = p.count + 1 if j == p.stage else 1
+            start_pos, start_t, parent = p.start_pos, p.start_t, p.events
+        roles = self._roles(j, count)
+        complete = count >= self.mins[j] and self.complete_at[j]
+        q = Partial(start_pos, start_t, pos, j, count, roles, (gid, j, pos, t, parent), complete)
+        if complete:
+            done.append(q)
+        if roles:
+            new.append(q)
+
+    # ------------------------------------------------------------------ matches and skipping
+
+    def _emit(self, key: Hashable, done: list[Partial], new: list[Partial]) -> list[Partial]:
+        """Emit complete matches in order; the skip strategy prunes later ones and partial matches."""
+        ordered = sorted(((p.start_pos, [(e[2], e[1]) for e in p.taken()], p) for p in done),
+                         key=lambda x: (x[0], x[1]))
+        kind = self.skip_kind
+        pruned: set[int] = set()  # ids of pruned Partial objects
+        for start, _, p in ordered:
+            if id(p) in pruned:
+                continue
+            taken = p.taken()
+            self.found.append(Found(key, p.start_t, taken[-1][3], [(g, s) for g, s, _, _ in taken]))
+            if kind == "no_skip":
+                continue
+            strict = kind in ("skip_to_first", "skip_to_last")
+            if kind == "skip_to_next":
+                pid = start
+            elif kind == "skip_past_last_event":
+                pid = taken[-1][2]
+            else:
+                of_stage = [pos for _, s, pos, _ in taken if s == self.skip_stage]
+                if not of_stage:
+                    continue
+                pid = of_stage[0] if kind == "skip_to_first" else of_stage[-1]
+            for _, _, q in ordered:
+                if (q.start_pos < pid) if strict else (q.start_pos <= pid):
+                    pruned.add(id(q))
+            new = [q for q in new if not ((q.start_pos < pid) if strict else (q.start_pos <= pid))]
+        return new
+
+    def expire(self, watermark: int) -> None:
+        """Time out partial matches that can no longer complete: no event before ``watermark`` can come."""
+        within = self.c.within_ms
+        if within is None:
+            return
+        heap = self.expiry
+        while heap and heap[0][0] <= watermark:
+            _, _, key = heapq.heappop(heap)
+            parts = self.state.get(key)
+            if not parts:
+                continue
+            alive = []
+            for p in parts:
+                if p.start_t + within <= watermark:
+                    if not p.done:
+                        self.timed_out.append(TimedOut(key, p.start_t, p.start_t + within, _pairs(p)))
+                else:
+                    alive.append(p)
+            if alive:
+                self.state[key] = alive
+            else:
+                del self.state[key]
+
+    def live_gids(self) -> int | None:
+        """The smallest event id a partial match still holds (None: none)."""
+        lo: int | None = None
+        for parts in self.state.values():
+            for p in parts:
+                e = p.events
+                while e is not None:
+                    if lo is None or e[0] < lo:
+                        lo = e[0]
+                    e = e[4]
+        return lo
+
+    def partial_count(self) -> int:
+        return sum(len(v) for v in self.state.values())
+
+
+def _pairs(p: Partial) -> list[tuple[int, int]]:
+    return [(g, s) for g, s, _, _ in p.taken()]

@@ -1,0 +1,286 @@
+"""The match operator: event-time ordering, vectorized pre-filtering, the NFA over candidate rows.
+
+Per batch (``process``): every condition group of the pattern that is a Polars expression is
+evaluated on the whole batch at once into one int64 bit mask per row; rows with an empty mask
+cannot take part in any stage (nor trigger a negative stage or an ``until``) and, unless the
+pattern needs adjacency (strict contiguity, ``not_next``), are dropped right there. The rest wait
+in the event-time buffer of :class:`~everstream.engine.ordered.OrderedOp` until the watermark
+passes them, then are released sorted by (key, event time, arrival) and fed to the NFA
+(:mod:`everstream.cep.nfa`); keys without a candidate never reach Python. So out-of-order arrival
+within ``max_delay`` gives the matches of in-order input.
+
+Output: one row per match — the key columns, ``pattern`` (the step id), ``match_start`` and
+``match_end`` (event times of its first and last event), and one list-of-struct column per
+positive stage holding that stage's events (all user columns). Timed-out partial matches (the
+pattern has ``within``) go to ``<app>.<step_id>.timeouts`` (or the topic given), same columns with
+``timed_out_at`` instead of ``match_end``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from everstream.cep.nfa import Found, Matcher, TimedOut
+from everstream.cep.pattern import MATCH_END, MATCH_START, PATTERN, Compiled, Pattern
+from everstream.engine import plan as p
+from everstream.engine.aggregates import EVENT_TIME
+from everstream.engine.operators import WATERMARK, Ctx, Services, user_columns
+from everstream.engine.ordered import _SEQ, _SRC, OrderedOp
+from everstream.engine.time import event_time_ms
+from everstream.errors import PlanError, StepError
+from everstream.log.contract import OFFSET_COL
+
+MASK = "_cep_mask"
+GID = "_cep_gid"
+POS = "_cep_pos"
+TIMED_OUT_AT = "timed_out_at"
+
+
+def mask_expr(compiled: Compiled) -> pl.Expr:
+    """One int64 per row: bit k set when the row satisfies condition group k's expressions."""
+    terms = [pl.when(e.fill_null(False)).then(pl.lit(1 << k, dtype=pl.Int64)).otherwise(pl.lit(0, dtype=pl.Int64))
+             for k, e in enumerate(compiled.exprs)]
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total.alias(MASK)
+
+
+def check_columns(compiled: Compiled, columns: Sequence[str], where: str) -> None:
+    missing = sorted(compiled.columns() - set(columns))
+    if missing:
+        raise PlanError(
+            f"{where}: the pattern's conditions read columns {missing}, which the stream does not have "
+            f"(columns: {[c for c in columns if not c.startswith('_')]}); fix the condition "
+            f"(pattern {compiled.pattern.describe()})")
+
+
+def with_mask(compiled: Compiled, df: pl.DataFrame, where: str) -> pl.DataFrame:
+    check_columns(compiled, df.columns, where)
+    try:
+        return df.with_columns(mask_expr(compiled))
+    except (pl.exceptions.PolarsError, TypeError, ValueError) as e:
+        raise PlanError(f"{where}: a condition of pattern {compiled.pattern.describe()} failed on the data: "
+                        f"{type(e).__name__}: {' '.join(str(e).split())}; check the columns' types") from e
+
+
+class Store:
+    """Candidate rows that partial matches may still reference, by event id (``gid``), contiguous."""
+
+    def __init__(self) -> None:
+        self.frame: pl.DataFrame | None = None
+        self.base = 0
+        self.next_gid = 0
+        self.users: list[str] = []
+        self._dicts: list[dict[str, Any]] | None = None  # rows as dicts, for Python conditions
+
+    def add(self, rows: pl.DataFrame) -> pl.DataFrame:
+        rows = rows.with_columns(pl.int_range(self.next_gid, self.next_gid + rows.height, dtype=pl.Int64).alias(GID))
+        self.next_gid += rows.height
+        self._dicts = None
+        if self.frame is None or self.frame.is_empty():
+            self.frame, self.base = rows, int(rows.get_column(GID)[0]) if rows.height else self.next_gid
+        else:
+            self.frame = pl.concat([self.frame, rows], how="diagonal_relaxed")
+        if not self.users:
+            self.users = [c for c in user_columns(rows) if not c.startswith("_cep_") and c not in (_SEQ, _SRC)]
+        return rows
+
+    def row(self, gid: int) -> dict[str, Any]:
+        if self._dicts is None:
+            assert self.frame is not None
+            self._dicts = self.frame.select(self.users).to_dicts()
+        return self._dicts[gid - self.base]
+
+    def compact(self, lowest: int | None) -> None:
+        if self.frame is None:
+            return
+        self._dicts = None
+        if lowest is None:
+            self.frame, self.base = None, self.next_gid
+        elif lowest > self.base:
+            self.frame = self.frame.slice(lowest - self.base)
+            self.base = lowest
+
+    def build(self, items: Sequence[Found | TimedOut], by: list[str], compiled: Compiled, step_id: str,
+              dtype: pl.Datetime) -> pl.DataFrame:
+        """The output rows of matches (or timeouts): keys, pattern, times, one list-of-struct per stage."""
+        assert self.frame is not None
+        frame = self.frame
+        first = np.array([it.events[0][0] - self.base for it in items], dtype=np.int64)
+        keys = frame.select(by)[first] if by else pl.DataFrame()
+        timed_out = isinstance(items[0], TimedOut)
+        cols: list[pl.Series] = [
+            pl.Series(PATTERN, [step_id] * len(items), dtype=pl.String),
+            pl.Series(MATCH_START, [it.start_t for it in items], dtype=pl.Int64).cast(dtype),
+        ]
+        ends = [it.expired_at if isinstance(it, TimedOut) else it.end_t for it in items]
+        cols.append(pl.Series(TIMED_OUT_AT if timed_out else MATCH_END, ends, dtype=pl.Int64).cast(dtype))
+        structs = frame.select(pl.struct(self.users).alias("e")).to_series().to_arrow()
+        if isinstance(structs, pa.ChunkedArray):
+            structs = structs.combine_chunks()
+        for s, stage in enumerate(compiled.stages):
+            offsets = [0]
+            flat: list[int] = []
+            for it in items:
+                flat.extend(g - self.base for g, st in it.events if st == s)
+                offsets.append(len(flat))
+            values = structs.take(pa.array(flat, pa.int64()))
+            lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
+            series = pl.Series(stage.name, lists)
+            cols.append(series)
+        out = keys.hstack(cols) if by else pl.DataFrame(cols)
+        return out.with_columns(pl.Series(EVENT_TIME, ends, dtype=pl.Int64))
+
+
+def feed(matcher: Matcher, cands: pl.DataFrame, by: list[str]) -> None:
+    """Step the NFA over candidate rows sorted by (key, event time, arrival)."""
+    n = cands.height
+    if not n:
+        return
+    if not by:
+        keys: list[Hashable] = [0] * n
+    elif len(by) == 1:
+        keys = cands.get_column(by[0]).to_list()
+    else:
+        keys = list(zip(*[cands.get_column(c).to_list() for c in by], strict=True))
+    gids = cands.get_column(GID).to_list()
+    pos = cands.get_column(POS).to_list() if POS in cands.columns else gids
+    ts = cands.get_column(EVENT_TIME).to_list()
+    masks = cands.get_column(MASK).to_list()
+    step = matcher.feed
+    for k, g, q, t, m in zip(keys, gids, pos, ts, masks, strict=True):
+        step(k, g, q, t, m)
+
+
+class MatchOp(OrderedOp):
+    """``stream.match(pattern, by=...)``: a pattern matched per key in event-time order."""
+
+    step: p.Match
+
+    def __init__(self, step: p.Match, services: Services, *, multi_source: bool = False,
+                 time_zone: Callable[[], str | None] = lambda: "UTC") -> None:
+        self.compiled: Compiled = step.pattern.check(step.by)
+        super().__init__(step, services, step.by, [], multi_source)
+        self.time_zone = time_zone
+        self.store = Store()
+        self.matcher = Matcher(self.compiled, self.store.row)
+        self.carry: pl.DataFrame | None = None  # per key: events seen (positions), when adjacency matters
+        t = step.timeouts
+        self.timeout_topic: str | None = (
+            f"{services.app_name}.{step.step_id}.timeouts" if t is True else t if isinstance(t, str) else None)
+        self.previous = 0
+
+    def process(self, df: pl.DataFrame, ctx: Ctx) -> pl.DataFrame | None:
+        try:
+            df = with_mask(self.compiled, df, f"step {self.step.step_id!r}")
+        except PlanError as e:
+            raise PlanError(f"{e} (topic {ctx.topic!r}, partition {ctx.partition})") from None
+        n = len(self.buffer)
+        super().process(df, ctx)
+        if not self.compiled.needs_positions and len(self.buffer) > n:
+            self.buffer[-1] = self.buffer[-1].filter(pl.col(MASK) != 0)
+        return None
+
+    def release(self, rows: pl.DataFrame, previous: int) -> pl.DataFrame | None:
+        self.previous = previous
+        if self.compiled.needs_positions:
+            kid, keys = self.key_ids(rows)
+            state = self.carried(keys, self.carry, {"_n": pl.Int64()})
+            n0 = state.get_column("_n").fill_null(0).to_numpy()
+            m = len(kid)
+            starts = np.flatnonzero(np.r_[True, kid[1:] != kid[:-1]]) if m else np.array([], dtype=np.int64)
+            lens = np.diff(np.r_[starts, m])
+            pos = np.arange(m) - np.repeat(starts, lens) + n0[kid]
+            new_carry = (keys.select(self.by) if self.by else pl.DataFrame()).with_columns(
+                pl.Series("_n", n0 + lens, dtype=pl.Int64))
+            self.carry = self.update_carry(self.carry, new_carry)
+            rows = rows.with_columns(pl.Series(POS, pos, dtype=pl.Int64)).filter(pl.col(MASK) != 0)
+        if rows.is_empty():
+            return None
+        cands = self.store.add(rows)
+        try:
+            feed(self.matcher, cands, self.by)
+        except Exception as e:
+            if isinstance(e, (StepError, PlanError)):
+                raise
+            raise StepError(f"a pattern condition function raised {type(e).__name__}: {e}",
+                            step_id=self.step.step_id, offset=None,
+                            fix="fix the function passed to where/or_where/until (it gets (event, match))") from e
+        return None
+
+    def advance(self, watermark: int) -> pl.DataFrame | None:
+        super().advance(watermark)
+        m = self.matcher
+        m.expire(self.watermark)
+        out = None
+        dtype = pl.Datetime("ms", self.time_zone() or "UTC")
+        if m.found:
+            out = self.store.build(m.found, self.by, self.compiled, self.step.step_id, dtype).with_columns(
+                pl.lit(self.previous, dtype=pl.Int64).alias(WATERMARK))
+            self.metrics.windows_fired += len(m.found)
+            m.found = []
+        if m.timed_out:
+            if self.timeout_topic is not None:
+                side = self.store.build(m.timed_out, self.by, self.compiled, self.step.step_id, dtype)
+                self.services.side_output(self.timeout_topic, side)  # type: ignore[attr-defined]
+            m.timed_out = []
+        self.store.compact(m.live_gids())
+        self.metrics.state_rows = self.state_rows() + (0 if self.waiting is None else self.waiting.height)
+        return out
+
+    def state_rows(self) -> int:
+        return self.matcher.partial_count()
+
+    def held(self) -> list[pl.DataFrame]:
+        f = self.store.frame
+        return [*super().held(), *([] if f is None or f.is_empty() else [f.select(_SRC, OFFSET_COL)])]
+
+
+def find(pattern: Pattern, df: pl.DataFrame, *, by: str | Sequence[str] | None = None, time: str = "ts",
+         timeouts: bool = False) -> pl.DataFrame | tuple[pl.DataFrame, pl.DataFrame]:
+    """Match ``pattern`` over a whole DataFrame at once (backtests, notebooks): the same rows the
+    streaming ``match`` step emits, in the same order per key. Ties of event time keep row order.
+
+    With ``timeouts=True`` returns ``(matches, timed_out)``.
+    """
+    keys = [] if by is None else [by] if isinstance(by, str) else list(by)
+    compiled = pattern.check(tuple(keys))
+    if time not in df.columns:
+        raise PlanError(f"find(): no time column {time!r} in the frame (columns: {df.columns})")
+    et = event_time_ms(df.get_column(time))
+    if et.null_count():
+        raise PlanError(f"find(): time column {time!r} has {et.null_count()} missing or unparsable values")
+    dtype = pl.Datetime("ms", getattr(df.schema[time], "time_zone", None) or "UTC")
+    rows = with_mask(compiled, df.with_columns(et.alias(EVENT_TIME)), "find()")
+    rows = rows.with_row_index(_SEQ).sort([*keys, EVENT_TIME, _SEQ], nulls_last=True)
+    if compiled.needs_positions:
+        rows = rows.with_columns((pl.int_range(pl.len()).over(keys) if keys else pl.int_range(pl.len()))
+                                 .cast(pl.Int64).alias(POS))
+    rows = rows.filter(pl.col(MASK) != 0)
+    store = Store()
+    matcher = Matcher(compiled, store.row)
+    cands = store.add(rows.with_columns(pl.lit(0, dtype=pl.Int32).alias(_SRC)))
+    feed(matcher, cands, keys)
+    matcher.expire(1 << 62)
+    empty = _empty(df, keys, compiled, dtype)
+    found = store.build(matcher.found, keys, compiled, "find", dtype).drop(EVENT_TIME) if matcher.found else empty
+    if not timeouts:
+        return found
+    gone = store.build(matcher.timed_out, keys, compiled, "find", dtype).drop(EVENT_TIME) \
+        if matcher.timed_out else empty.rename({MATCH_END: TIMED_OUT_AT})
+    return found, gone
+
+
+def _empty(df: pl.DataFrame, keys: list[str], compiled: Compiled, dtype: pl.Datetime) -> pl.DataFrame:
+    users = [c for c in df.columns if not c.startswith("_")]
+    struct = pl.Struct({c: df.schema[c] for c in users})
+    schema: dict[str, Any] = {k: df.schema[k] for k in keys}
+    schema |= {PATTERN: pl.String, MATCH_START: dtype, MATCH_END: dtype}
+    schema |= {s.name: pl.List(struct) for s in compiled.stages}
+    return pl.DataFrame(schema=schema)
