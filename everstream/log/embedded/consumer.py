@@ -344,6 +344,10 @@ class EmbeddedConsumer(Consumer):
             raise LogClosedError("consumer is closed")
 
 
+#: Stored batches below this many records are joined into one before the metadata is added.
+_SMALL_BATCH = 2048
+
+
 def _joined(pieces: list[tuple[pa.RecordBatch, np.ndarray]], topic: str, partition: int) -> list[pa.RecordBatch]:
     """Consecutive slices of one partition as few batches as their schemas allow, metadata added once.
 
@@ -355,8 +359,9 @@ def _joined(pieces: list[tuple[pa.RecordBatch, np.ndarray]], topic: str, partiti
     while i < len(pieces):
         j = i + 1
         schema = pieces[i][0].schema
-        while j < len(pieces) and pieces[j][0].schema.equals(schema):
-            j += 1
+        if pieces[i][0].num_rows < _SMALL_BATCH:  # big batches go as they are: joining would copy them
+            while j < len(pieces) and pieces[j][0].num_rows < _SMALL_BATCH and pieces[j][0].schema.equals(schema):
+                j += 1
         run = pieces[i:j]
         if len(run) == 1:
             batch, offs = run[0]
