@@ -19,12 +19,17 @@ the pattern needs adjacency (strict contiguity, ``not_next``), else any increasi
 
 from __future__ import annotations
 
+import gc
 import heapq
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from everstream.cep.pattern import Compiled, CompiledCond
+from everstream.errors import StateError
 
 LOOP = 1
 
@@ -326,6 +331,95 @@ class Matcher:
 
     def partial_count(self) -> int:
         return sum(len(v) for v in self.state.values())
+
+    # ------------------------------------------------------------------ checkpoints (exactly-once)
+
+    def export_state(self) -> tuple[list[Hashable], dict[str, pa.Table], dict[str, Any]]:
+        """The partial matches as Arrow tables, for a state snapshot: ``(keys, tables, values)``.
+
+        ``keys`` are the distinct keys referenced (partial matches and pending expiries), which the
+        caller stores in the key columns' types; tables refer to them by index. ``partials``: one row
+        per partial match in per-key order (its fields, and ``node``: its newest event). ``nodes``:
+        one row per distinct event link (gid, stage, pos, t, parent node), parents before children,
+        so the links partial matches share stay shared. ``expiry``: the time-out heap. Skip
+        strategies keep no state of their own: they act when a match completes, by pruning partials.
+        """
+        with _no_gc():
+            return self._export()
+
+    def _export(self) -> tuple[list[Hashable], dict[str, pa.Table], dict[str, Any]]:
+        if self.found or self.timed_out:
+            raise StateError("internal: a matcher snapshot while matches are waiting to be emitted (found or "
+                             "timed out since the last advance); the runtime commits after advancing, report a bug")
+        key_ix: dict[Hashable, int] = {}
+        node_ix: dict[int, int] = {}
+        nodes: list[tuple[int, int, int, int, int]] = []
+        parts: list[tuple[int, ...]] = []
+        chain: list[tuple[int, int, int, int, Any]] = []
+        for key, plist in self.state.items():
+            k = key_ix.setdefault(key, len(key_ix))
+            for p in plist:
+                e = p.events
+                while e is not None and id(e) not in node_ix:
+                    chain.append(e)
+                    e = e[4]
+                while chain:  # oldest first: a node's parent is already numbered
+                    e = chain.pop()
+                    node_ix[id(e)] = len(nodes)
+                    nodes.append((e[0], e[1], e[2], e[3], -1 if e[4] is None else node_ix[id(e[4])]))
+                parts.append((k, p.start_pos, p.start_t, p.last_pos, p.stage, p.count, p.roles,
+                              -1 if p.events is None else node_ix[id(p.events)], 1 if p.done else 0))
+        expiry = [(at, seq, key_ix.setdefault(key, len(key_ix))) for at, seq, key in self.expiry]  # heap order
+        tables = {name: _columns(names, rows) for name, names, rows in (
+            ("partials", _PARTIAL_COLS, parts), ("nodes", _NODE_COLS, nodes), ("expiry", ("at", "seq", "key"), expiry))}
+        return list(key_ix), tables, {"seq": int(self._seq)}
+
+    def import_state(self, keys: list[Hashable], tables: dict[str, pa.Table], values: dict[str, Any]) -> None:
+        """The inverse of :meth:`export_state`, on a fresh matcher of the same compiled pattern."""
+        with _no_gc():
+            self._import(keys, tables, values)
+
+    def _import(self, keys: list[Hashable], tables: dict[str, pa.Table], values: dict[str, Any]) -> None:
+        n = tables["nodes"]
+        gid, stage, pos, t, parent = (n.column(c).to_pylist() for c in _NODE_COLS)
+        built: list[Events] = []
+        for i in range(n.num_rows):
+            built.append((gid[i], stage[i], pos[i], t[i], None if parent[i] < 0 else built[parent[i]]))
+        pt = tables["partials"]
+        cols = [pt.column(c).to_pylist() for c in _PARTIAL_COLS]
+        state: dict[Hashable, list[Partial]] = {}
+        for k, sp, st, lp, sg, cnt, roles, node, done in zip(*cols, strict=True):
+            state.setdefault(keys[k], []).append(
+                Partial(sp, st, lp, sg, cnt, roles, None if node < 0 else built[node], bool(done)))
+        ex = tables["expiry"]
+        self.state = state
+        self.expiry = [(a, s, keys[k]) for a, s, k in zip(*(ex.column(c).to_pylist() for c in ("at", "seq", "key")),
+                                                          strict=True)]
+        self._seq = int(values["seq"])
+        self.found, self.timed_out = [], []
+
+
+_PARTIAL_COLS = ("key", "start_pos", "start_t", "last_pos", "stage", "count", "roles", "node", "done")
+_NODE_COLS = ("gid", "stage", "pos", "t", "parent")
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused: (de)serializing partial matches allocates one acyclic tuple
+    per event link, and the collections those allocations trigger would double the time taken."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _columns(names: tuple[str, ...], rows: list[Any]) -> pa.Table:
+    """Row tuples of integers as an int64 Arrow table (one transposition in C, no per-value Python)."""
+    cols = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    return pa.table({n: pa.array(c, pa.int64()) for n, c in zip(names, cols, strict=True)})
 
 
 def _pairs(p: Partial) -> list[tuple[int, int]]:

@@ -18,8 +18,9 @@ pattern has ``within``) go to ``<app>.<step_id>.timeouts`` (or the topic given),
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -28,9 +29,11 @@ import pyarrow as pa
 from everstream.cep.nfa import Found, Matcher, TimedOut
 from everstream.cep.pattern import MATCH_END, MATCH_START, PATTERN, Compiled, Pattern
 from everstream.engine import plan as p
+from everstream.engine import state as st
 from everstream.engine.aggregates import EVENT_TIME
 from everstream.engine.operators import WATERMARK, Ctx, Services, user_columns
 from everstream.engine.ordered import _SEQ, _SRC, OrderedOp
+from everstream.engine.state import Snapshot
 from everstream.engine.time import event_time_ms
 from everstream.errors import PlanError, StepError
 from everstream.log.contract import OFFSET_COL
@@ -175,6 +178,7 @@ class MatchOp(OrderedOp):
         self.timeout_topic: str | None = (
             f"{services.app_name}.{step.step_id}.timeouts" if t is True else t if isinstance(t, str) else None)
         self.previous = 0
+        self.key_schema: dict[str, pl.DataType] | None = None  # of the matcher's keys (for snapshots)
 
     def process(self, df: pl.DataFrame, ctx: Ctx) -> pl.DataFrame | None:
         try:
@@ -203,6 +207,8 @@ class MatchOp(OrderedOp):
             rows = rows.with_columns(pl.Series(POS, pos, dtype=pl.Int64)).filter(pl.col(MASK) != 0)
         if rows.is_empty():
             return None
+        if self.key_schema is None and self.by:
+            self.key_schema = dict(rows.select(self.by).schema)
         cands = self.store.add(rows)
         try:
             feed(self.matcher, cands, self.by)
@@ -237,9 +243,71 @@ class MatchOp(OrderedOp):
     def state_rows(self) -> int:
         return self.matcher.partial_count()
 
+    # ------------------------------------------------------------------ checkpoints (exactly-once)
+
+    def state_fingerprint(self) -> str:
+        """The keys and the pattern: stages and quantifiers, time bound, skip strategy, the vectorized
+        conditions (their mask bits are in the stored rows) and the names of Python conditions. A
+        changed pattern cannot continue old partial matches: it is refused with StateIncompatibleError."""
+        c = self.compiled
+        conds = [*c.conds, *[u for u in c.untils if u is not None], *[k for n in c.negatives for _, k in n]]
+        fns = tuple(tuple(_fn_name(f) for _, group in k.groups for f in group) for k in conds)
+        return st.fingerprint("match", tuple(self.by), c.pattern.describe(), tuple(str(e) for e in c.exprs), fns,
+                              c.needs_positions)
+
+    def snapshot_state(self) -> Snapshot:
+        """Events waiting for the watermark (:func:`~everstream.engine.state.snapshot_ordered`), the
+        candidate rows partial matches reference (``store``), per-key event counts (``carry``, when
+        adjacency matters) and the NFA's partial matches as tables (:meth:`Matcher.export_state`)."""
+        snap = st.snapshot_ordered(self)
+        keys, tables, values = self.matcher.export_state()
+        snap.tables.update(tables)
+        if self.by and keys:
+            try:
+                cols = [keys] if len(self.by) == 1 else [list(c) for c in zip(*cast(list[tuple[Any, ...]], keys),
+                                                                               strict=True)]
+                snap.tables["keys"] = pl.DataFrame(dict(zip(self.by, cols, strict=True)),
+                                                   schema=self.key_schema).to_arrow()
+            except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
+                # keys of one column came in several types: keep the Python values as they are
+                snap.blobs["keys"] = pickle.dumps(keys, protocol=pickle.HIGHEST_PROTOCOL)
+        store = self.store
+        for name, f in (("store", store.frame), ("carry", self.carry)):
+            if f is not None:
+                snap.tables[name] = f.to_arrow()
+        snap.values.update(
+            matcher=values, nkeys=len(keys), previous=int(self.previous),
+            store={"base": int(store.base), "next_gid": int(store.next_gid), "users": list(store.users)})
+        return snap
+
+    def restore_state(self, snap: Snapshot) -> None:
+        """The inverse of :meth:`snapshot_state`, on a freshly built operator."""
+        st.restore_ordered(self, snap)
+        v = snap.values
+        if "keys" in snap.blobs:
+            keys: list[Hashable] = pickle.loads(snap.blobs["keys"])
+        elif (kt := snap.frame("keys")) is not None:
+            self.key_schema = dict(kt.schema)
+            keys = kt.get_column(self.by[0]).to_list() if len(self.by) == 1 else list(kt.rows())
+        else:
+            keys = [0] * int(v["nkeys"])
+        self.matcher.import_state(keys, snap.tables, v["matcher"])
+        store, sv = self.store, v["store"]
+        store.frame, store.base, store.next_gid = snap.frame("store"), int(sv["base"]), int(sv["next_gid"])
+        store.users, store._dicts = list(sv["users"]), None
+        self.carry, self.previous = snap.frame("carry"), int(v["previous"])
+        self.metrics.state_rows = self.state_rows() + (0 if self.waiting is None else self.waiting.height)
+
     def held(self) -> list[pl.DataFrame]:
         f = self.store.frame
         return [*super().held(), *([] if f is None or f.is_empty() else [f.select(_SRC, OFFSET_COL)])]
+
+
+def _fn_name(fn: Callable[..., Any]) -> str:
+    """A Python condition's qualified name (one-argument functions are wrapped: the wrapped one's)."""
+    inner = [d for d in (getattr(fn, "__defaults__", None) or ()) if callable(d)]
+    f = inner[0] if inner else fn
+    return f"{getattr(f, '__module__', '')}.{getattr(f, '__qualname__', type(f).__qualname__)}"
 
 
 def find(pattern: Pattern, df: pl.DataFrame, *, by: str | Sequence[str] | None = None, time: str = "ts",

@@ -14,6 +14,7 @@ join still holds.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import polars as pl
 
@@ -29,6 +30,7 @@ from everstream.engine.operators import (
     first_offset,
     user_columns,
 )
+from everstream.engine.state import Snapshot, fingerprint
 from everstream.engine.time import MAX_TIME
 from everstream.errors import EngineError, StepError
 from everstream.log.contract import OFFSET_COL
@@ -198,9 +200,62 @@ class JoinOperator(Operator):
                 out[(topic, part)] = int(off)
         return out
 
+    # ------------------------------------------------------------------ checkpoints (exactly-once)
+
+    def state_fingerprint(self) -> str:
+        """The join's kind and definition (keys, time columns, bounds or window, how): what decides the
+        columns of its state and what a held row means."""
+        spec = self.step.spec
+        return fingerprint("join", type(self).__name__, spec.kind, spec.describe())
+
+    def snapshot_state(self) -> Snapshot:
+        """Everything a restarted join needs, columnar: the rows it holds (subclass frames, plus rows admitted
+        but not yet advanced), side watermarks, the arrival counter, the input sources (``_jsrc`` indexes
+        them) and the key dtypes the first batch fixed (as an empty table's schema)."""
+        frames: dict[str, pl.DataFrame | None] = {
+            "incoming_left": _joined(self.incoming[0]), "incoming_right": _joined(self.incoming[1]),
+            **self.state_frames()}
+        tables = {"key_types": pl.DataFrame(schema=self.key_types).to_arrow()}
+        tables |= {name: f.to_arrow() for name, f in frames.items() if f is not None}
+        values: dict[str, Any] = {
+            "wm": [int(x) for x in self.wm], "watermark": int(self.watermark), "seq": int(self.seq),
+            "sources": [[t, q, i] for (t, q), i in self.sources.items()], **self.state_values()}
+        return Snapshot(tables=tables, values=values)
+
+    def restore_state(self, snap: Snapshot) -> None:
+        """The inverse of :meth:`snapshot_state`, on a freshly built operator."""
+        v = snap.values
+        self.wm = [int(x) for x in v["wm"]]
+        self.watermark, self.seq = int(v["watermark"]), int(v["seq"])
+        self.sources = {(t, q): int(i) for t, q, i in v["sources"]}
+        kt = snap.frame("key_types")
+        self.key_types = {} if kt is None else dict(kt.schema)
+        self.incoming = tuple([f] if (f := snap.frame(n)) is not None and f.height else []  # type: ignore[assignment]
+                              for n in ("incoming_left", "incoming_right"))
+        self.restore_frames(snap)
+        self.metrics.state_rows = sum(f.height for f in self.held())
+
+    def state_frames(self) -> dict[str, pl.DataFrame | None]:
+        """The subclass's state frames by name (snapshot tables)."""
+        return {}
+
+    def state_values(self) -> dict[str, Any]:
+        """The subclass's JSON scalars."""
+        return {}
+
+    def restore_frames(self, snap: Snapshot) -> None:
+        """The subclass's part of :meth:`restore_state` (frames and scalars)."""
+        return None
+
     def finish_output(self, out: pl.DataFrame, previous: int) -> pl.DataFrame:
         """Output rows: user columns, then the event time and the watermark they were emitted under."""
         return out.with_columns(pl.lit(max(previous, -MAX_TIME), dtype=pl.Int64).alias(WATERMARK))
+
+
+def _joined(frames: list[pl.DataFrame]) -> pl.DataFrame | None:
+    if not frames:
+        return None
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
 
 
 def suffixed(left: Sequence[str], right: Sequence[str], skip: Sequence[str], suffix: str) -> dict[str, str]:

@@ -20,6 +20,8 @@ get the suffix (``_right``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 
 from everstream.engine import plan as p
@@ -27,6 +29,7 @@ from everstream.engine import windows as w
 from everstream.engine.aggregates import EVENT_TIME
 from everstream.engine.join_base import OFF, SEQ, SRC, JoinOperator, SideWatermarks, suffixed
 from everstream.engine.operators import INTERNAL, Ctx, Services
+from everstream.engine.state import Snapshot
 from everstream.engine.stream import WINDOW_END, WINDOW_START
 from everstream.errors import StepError
 
@@ -70,6 +73,20 @@ class _TwoSided(JoinOperator):
 
     def users(self, df: pl.DataFrame) -> list[str]:
         return [c for c in df.columns if c not in _PRIVATE]
+
+    # checkpoints: both sides' held rows (``state``, set by the subclasses) and the user columns seen
+    state: list[pl.DataFrame | None]
+
+    def state_frames(self) -> dict[str, pl.DataFrame | None]:
+        return {"left": self.state[0], "right": self.state[1]}
+
+    def state_values(self) -> dict[str, Any]:
+        return {"columns": [list(self.columns[0]), list(self.columns[1])]}
+
+    def restore_frames(self, snap: Snapshot) -> None:
+        self.state = [snap.frame("left"), snap.frame("right")]
+        left, right = snap.values["columns"]
+        self.columns = (dict.fromkeys(left), dict.fromkeys(right))
 
 
 class IntervalJoinOp(_TwoSided):

@@ -32,6 +32,7 @@ from everstream.engine import plan as p
 from everstream.engine.aggregates import EVENT_TIME
 from everstream.engine.join_base import OFF, SEQ, SRC, JoinOperator, SideWatermarks
 from everstream.engine.operators import INTERNAL, Ctx, Operator, Services, dead_letters_of, user_columns
+from everstream.engine.state import Snapshot
 from everstream.engine.time import MAX_TIME, MIN_TIME, Duration, duration_ms
 from everstream.engine.windows import Hopping, Tumbling
 from everstream.errors import ConfigError, PlanError, StepError
@@ -429,6 +430,17 @@ class AsofJoinOp(JoinOperator):
     def state_rows(self) -> int:
         return sum(f.height for f in (self.waiting, self.right) if f is not None)
 
+    def state_frames(self) -> dict[str, pl.DataFrame | None]:
+        """Checkpointed: the unanswered left rows and the (pruned) right rows, sorted by time."""
+        return {"waiting": self.waiting, "right": self.right}
+
+    def state_values(self) -> dict[str, Any]:
+        return {"kept": int(self.kept)}
+
+    def restore_frames(self, snap: Snapshot) -> None:
+        self.waiting, self.right = snap.frame("waiting"), snap.frame("right")
+        self.kept = int(snap.values["kept"])
+
     def _right_view(self, wr: int) -> pl.DataFrame:
         right = self.right
         if right is None:
@@ -502,7 +514,11 @@ class AsofJoinOp(JoinOperator):
 
 
 class LookupJoinOp(Operator):
-    """Enriches each batch from an external table: one ``get`` per batch for its distinct keys."""
+    """Enriches each batch from an external table: one ``get`` per batch for its distinct keys.
+
+    Stateless for exactly-once: it holds no input between batches, and whatever the lookup object
+    caches is not checkpointed (a restarted runner looks the keys up again; the answer is that of
+    the external table at lookup time, as for any lookup join)."""
 
     step: p.Join
 

@@ -326,6 +326,18 @@ class _WatermarkState:
         op.time_zone, op.time_dtype_seen = v["time_zone"], bool(v["time_dtype_seen"])
 
 
+def snapshot_ordered(op: Any) -> Snapshot:
+    """The state every event-time-ordering operator (:class:`~everstream.engine.ordered.OrderedOp`)
+    shares: its waiting events (table ``waiting``), watermark, arrival counter and sources. For
+    operators outside the engine built on it (the CEP match step), which add their own parts."""
+    return _OrderedState(op).snapshot_state()
+
+
+def restore_ordered(op: Any, snap: Snapshot) -> None:
+    """The inverse of :func:`snapshot_ordered`."""
+    _OrderedState(op).restore_state(snap)
+
+
 def state_of(op: Operator) -> StatefulOperator | None:
     """The state handler of an operator: the operator itself if it implements the interface,
     an adapter for the built-in stateful operators, or None for stateless ones."""
@@ -348,4 +360,5 @@ def state_of(op: Operator) -> StatefulOperator | None:
     return None
 
 
-__all__ = ["CHANGELOG_SCHEMA", "Snapshot", "StatefulOperator", "decode", "encode", "latest", "state_of"]
+__all__ = ["CHANGELOG_SCHEMA", "Snapshot", "StatefulOperator", "decode", "encode", "fingerprint", "latest",
+           "restore_ordered", "snapshot_ordered", "state_of"]

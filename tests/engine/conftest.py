@@ -48,7 +48,34 @@ def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Log]:
 
 
 @pytest.fixture
-def names() -> Callable[[str], str]:
-    """Unique topic / app names for this test: ``names("trades")`` -> ``trades-1a2b3c``."""
-    suffix = uuid.uuid4().hex[:6]
-    return lambda base: f"{base}-{suffix}"
+def names(request: pytest.FixtureRequest) -> Iterator[Callable[[str], str]]:
+    """Unique topic / app names for this test: ``names("trades")`` -> ``trades-1a2b3c4d5e6f``.
+
+    The test broker keeps every topic and consumer group of earlier runs. With a 6-hex-digit
+    suffix a run once drew an earlier run's names: it appended its input to the old topic, resumed
+    from the old group's committed offsets and found every window twice in the output. Hence 48
+    random bits, a name already on the broker fails the test at once, and on Kafka the test's
+    topics are deleted afterwards.
+    """
+    lg: Log | None = request.getfixturevalue("log") if "log" in request.fixturenames else None
+    kafka = lg if lg is not None and lg.kind == "kafka" else None
+    suffix = uuid.uuid4().hex[:12]
+    given: set[str] = set()
+
+    def name(base: str) -> str:
+        n = f"{base}-{suffix}"
+        if kafka is not None and n not in given:
+            given.add(n)
+            if kafka.has_topic(n):
+                raise AssertionError(f"topic {n!r} already exists on the test broker: the test would read an earlier "
+                                     "run's records; delete it (everstream topics delete) and run again")
+        return n
+
+    yield name
+    if kafka is not None:
+        for t in kafka.admin.names():  # type: ignore[attr-defined]
+            if suffix in t:
+                try:
+                    kafka.delete_topic(t)
+                except Exception:  # cleanup only: never fail a test for it
+                    pass

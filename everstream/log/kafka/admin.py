@@ -286,7 +286,9 @@ class KafkaAdmin:
                 gone = err is not None and err.code() in UNKNOWN_TOPIC
                 if gone and not any(self.exists(t) for t in {t for t, _ in req}):
                     raise UnknownTopicError(next(iter(req))[0]) from e
-                if not is_retriable(e) or time.monotonic() > deadline:
+                # a topic that exists but is unknown to the partition leader yet (just created: metadata
+                # still propagating) is worth another try, like any retriable error
+                if not (is_retriable(e) or gone) or time.monotonic() > deadline:
                     raise BrokerError(f"reading offsets from {self.bootstrap} failed: {describe(e)}") from e
                 time.sleep(0.1)
 
