@@ -200,7 +200,7 @@ def write_report(results: list[dict[str, Any]], sizes: dict[str, int], out_md: P
                     ratios.append("–")
             lines.append(f"| {suite} | {name} | " + " | ".join(cell(by.get((suite, name, e))) for e in engines)
                          + " | " + " / ".join(ratios) + " |")
-    lines += ["", "## Not expressible yet (everstream)", ""]
+    lines += ["", *_geomeans(by), "", "## Not expressible yet (everstream)", ""]
     for suite, queries in SUITES.items():
         for q in queries.values():
             if q.build is None:
@@ -222,6 +222,41 @@ def write_report(results: list[dict[str, Any]], sizes: dict[str, int], out_md: P
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(lines).rstrip() + "\n")
     _chart(results, engines, out_png)
+
+
+#: nexmark/nexmark's published Flink V1 figures, per core (events/s): their geometric mean
+FLINK_PUBLISHED_PER_CORE = 63_000
+
+
+def _geomeans(by: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:
+    """Geometric means over the Nexmark queries each engine answered correctly, vs Flink's published figure."""
+    import math
+
+    out = ["## Nexmark geometric means", "",
+           f"Flink's published per-core geometric mean (nexmark/nexmark V1 table): about {FLINK_PUBLISHED_PER_CORE:,} "
+           "ev/s. Each engine: over the queries it answered correctly in this run (so engines with fewer queries "
+           "are not directly comparable); everstream also over exactly the queries the peer answered.", ""]
+    ours = {q: r for (s, q, e), r in by.items() if s == "nexmark" and e == "everstream" and r.get("status") == "ok"
+            and r.get("correct")}
+
+    def gm(rs: list[dict[str, Any]], key: str) -> float:
+        vals = [float(r[key]) for r in rs if r.get(key)]
+        return math.exp(sum(map(math.log, vals)) / len(vals)) if vals else float("nan")
+
+    if ours:
+        cpu = gm(list(ours.values()), "events_per_cpu_s")
+        out.append(f"- everstream: {len(ours)} queries, {_fmt(gm(list(ours.values()), 'events_per_s'))} ev/s, "
+                   f"{_fmt(cpu)} ev/CPU-s = {cpu / FLINK_PUBLISHED_PER_CORE:.1f}x Flink's published per-core mean")
+    for e in ENGINES:
+        theirs = {q: r for (s, q, en), r in by.items() if s == "nexmark" and en == e and r.get("status") == "ok"
+                  and r.get("correct")}
+        both = sorted(set(theirs) & set(ours))
+        if not both:
+            continue
+        mine, peer = gm([ours[q] for q in both], "events_per_s"), gm([theirs[q] for q in both], "events_per_s")
+        out.append(f"- {e}: {len(both)} queries in common ({' '.join(both)}): {_fmt(peer)} ev/s; everstream "
+                   f"{_fmt(mine)} ev/s on the same queries: ratio {mine / peer:.2f}")
+    return out
 
 
 def _chart(results: list[dict[str, Any]], engines: list[str], out_png: Path) -> None:
