@@ -26,6 +26,12 @@ RETRIABLE = frozenset({
     KafkaError.NOT_COORDINATOR,
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.NOT_LEADER_FOR_PARTITION,
+    # stale partition metadata (a leader epoch the broker has not caught up with, e.g. right after a
+    # topic is created or a broker restarts): the client refreshes metadata and the next try succeeds
+    KafkaError.UNKNOWN_LEADER_EPOCH,
+    KafkaError.FENCED_LEADER_EPOCH,
+    KafkaError.OFFSET_NOT_AVAILABLE,
+    KafkaError.REPLICA_NOT_AVAILABLE,
     KafkaError.NETWORK_EXCEPTION,
     KafkaError._WAIT_COORD,
     KafkaError._RESOLVE,
