@@ -28,6 +28,7 @@ from everstream.engine.operators import (
     Services,
     dead_letters_of,
     first_offset,
+    oldest_held,
     user_columns,
 )
 from everstream.engine.state import Snapshot, fingerprint
@@ -188,17 +189,7 @@ class JoinOperator(Operator):
 
     def held_offsets(self) -> dict[tuple[str, int], int]:
         """Per input (topic, partition): the oldest offset of a row the join still holds."""
-        frames = [f.select(SRC, OFF) for f in [*self.held(), *self.incoming[0], *self.incoming[1]] if f.height]
-        if not frames:
-            return {}
-        mins = pl.concat(frames).drop_nulls().group_by(SRC).agg(pl.col(OFF).min())
-        names = {i: tp for tp, i in self.sources.items()}
-        out: dict[tuple[str, int], int] = {}
-        for s, off in mins.iter_rows():
-            topic, part = names[int(s)]
-            if topic is not None and part is not None:
-                out[(topic, part)] = int(off)
-        return out
+        return oldest_held([*self.held(), *self.incoming[0], *self.incoming[1]], SRC, OFF, self.sources)
 
     # ------------------------------------------------------------------ checkpoints (exactly-once)
 

@@ -73,6 +73,26 @@ def user_columns(df: pl.DataFrame) -> list[str]:
     return [c for c in df.columns if c not in _INTERNAL]
 
 
+def oldest_held(frames: list[pl.DataFrame], src: str, off: str,
+                sources: dict[tuple[str | None, int | None], int]) -> dict[tuple[str, int], int]:
+    """Per input (topic, partition): the oldest offset among rows an operator still holds.
+
+    ``src`` is the column with the row's input index (``sources`` maps (topic, partition) to it),
+    ``off`` the column with its input offset; rows from no input (fired results) are ignored.
+    """
+    frames = [f.select(src, off) for f in frames if f.height]
+    if not frames:
+        return {}
+    mins = pl.concat(frames).drop_nulls().group_by(src).agg(pl.col(off).min())
+    names = {i: tp for tp, i in sources.items()}
+    out: dict[tuple[str, int], int] = {}
+    for s, o in mins.iter_rows():
+        topic, part = names[int(s)]
+        if topic is not None and part is not None:
+            out[(topic, part)] = int(o)
+    return out
+
+
 def first_offset(df: pl.DataFrame) -> int | None:
     if OFFSET_COL in df.columns and df.height:
         v = df.get_column(OFFSET_COL).min()

@@ -17,7 +17,15 @@ import polars as pl
 from everstream.engine import plan as p
 from everstream.engine.aggregates import EVENT_TIME
 from everstream.engine.features import Ewma, RollingAgg, SinceLast, decayed_sums, ln2_over
-from everstream.engine.operators import WATERMARK, Ctx, Operator, Services, first_offset, user_columns
+from everstream.engine.operators import (
+    WATERMARK,
+    Ctx,
+    Operator,
+    Services,
+    first_offset,
+    oldest_held,
+    user_columns,
+)
 from everstream.engine.stream import WINDOW_END, WINDOW_START
 from everstream.engine.time import MAX_TIME
 from everstream.engine.windows import Count
@@ -106,17 +114,7 @@ class OrderedOp(Operator):
         return [] if self.waiting is None else [self.waiting]
 
     def held_offsets(self) -> dict[tuple[str, int], int]:
-        frames = [f.select(_SRC, OFFSET_COL) for f in [*self.held(), *self.buffer] if f.height]
-        if not frames:
-            return {}
-        mins = pl.concat(frames).drop_nulls().group_by(_SRC).agg(pl.col(OFFSET_COL).min())
-        names = {i: tp for tp, i in self.sources.items()}
-        out: dict[tuple[str, int], int] = {}
-        for s, off in mins.iter_rows():
-            topic, part = names[int(s)]
-            if topic is not None and part is not None:
-                out[(topic, part)] = int(off)
-        return out
+        return oldest_held([*self.held(), *self.buffer], _SRC, OFFSET_COL, self.sources)
 
     # ------------------------------------------------------------------ helpers
 
