@@ -31,7 +31,7 @@ from typing import Any
 
 import polars as pl
 
-from everstream.bench.harness import RssSampler, check_output, dataset
+from everstream.bench.harness import RssSampler, check_output, dataset, side_inputs
 from everstream.bench.queries import SUITES, get
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +72,9 @@ def _everstream(suite: str, query: str, events: int, data: Path, timeout: float)
     return r
 
 
-def _peer(engine: str, suite: str, query: str, parquet: Path, events: int, timeout: float) -> dict[str, Any]:
+def _peer(engine: str, suite: str, query: str, parquet: Path, events: int, timeout: float,
+          others: dict[str, Path] | None = None) -> dict[str, Any]:
+    """Run one peer on one query in a fresh process; ``others``: further inputs (W4's quotes) as ``--extra``."""
     python, args = ENGINES[engine]
     base: dict[str, Any] = {"engine": engine, "suite": suite, "query": query, "events": events}
     if not Path(python).exists():
@@ -81,6 +83,8 @@ def _peer(engine: str, suite: str, query: str, parquet: Path, events: int, timeo
         out_path = Path(tmp) / "out.parquet"
         cmd = [str(python), *args, "--suite", suite, "--query", query, "--input", str(parquet),
                "--output", str(out_path)]
+        for name, path in (others or {}).items():
+            cmd += ["--extra", f"{name}={path}"]
         # own session: on timeout the whole process group goes (PyFlink's JVM is a child process)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
@@ -100,7 +104,7 @@ def _peer(engine: str, suite: str, query: str, parquet: Path, events: int, timeo
         if r["status"] != "ok":
             return r
         got = pl.read_parquet(out_path)
-    ok, detail = check_output(get(suite, query), got, parquet)
+    ok, detail = check_output(get(suite, query), got, parquet, others)
     secs, cpu = r["seconds"], r.get("cpu_seconds") or 0.0
     r.update(events=events, events_per_s=round(events / secs), events_per_cpu_s=round(events / cpu) if cpu else None,
              peak_rss_mb=round(rss.peak, 1), correct=ok, check=detail)
@@ -313,13 +317,14 @@ def main() -> None:
     t_start = time.perf_counter()
     results: list[dict[str, Any]] = []
     for suite, queries in SUITES.items():
-        parquet = dataset(suite, sizes[suite], a.seed, a.data)
         for name, q in queries.items():
             if q.build is None:
                 continue
+            parquet = dataset(suite, sizes[suite], a.seed, a.data, q.tables[0])  # W5: the cards table
+            others = side_inputs(q, parquet, sizes[suite], a.seed, a.data)  # W4: quotes
             for e in engines:
                 r = (_everstream(suite, name, sizes[suite], a.data, a.timeout) if e == "everstream"
-                     else _peer(e, suite, name, parquet, sizes[suite], a.timeout))
+                     else _peer(e, suite, name, parquet, sizes[suite], a.timeout, others))
                 results.append(r)
                 print(json.dumps({k: r.get(k) for k in ("engine", "suite", "query", "status", "events_per_s",
                                                          "peak_rss_mb", "correct", "check")}), flush=True)

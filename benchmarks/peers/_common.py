@@ -24,6 +24,19 @@ class NotExpressible(Exception):
     """The peer cannot express this query (the message says why)."""
 
 
+#: Inputs besides ``--input``, by table name (W4: ``quotes``), from ``--extra NAME=PATH``; set by ``main``.
+_EXTRA: dict[str, Path] = {}
+
+
+def extra(name: str) -> Path:
+    """The Parquet file of the query's further input ``name`` (W4's ``quotes``), passed as ``--extra NAME=PATH``."""
+    try:
+        return _EXTRA[name]
+    except KeyError:
+        raise SystemExit(f"this query needs its {name!r} input: pass --extra {name}=PATH "
+                         f"(benchmarks/compare.py does; got {sorted(_EXTRA) or 'none'})") from None
+
+
 def _descendants(root: int) -> list[int]:
     """Live descendant pids of ``root`` (Linux /proc; empty elsewhere)."""
     children: dict[int, list[int]] = {}
@@ -75,7 +88,14 @@ def main(engine: str, version: str, runners: dict[tuple[str, str], Runner], prep
     ap.add_argument("--query", required=True)
     ap.add_argument("--input", type=Path, required=True)
     ap.add_argument("--output", type=Path, required=True)
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=PATH",
+                    help="a further input table (W4: quotes=PATH); repeatable")
     a = ap.parse_args()
+    for item in a.extra:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--extra {item!r}: expected NAME=PATH, for example quotes=/data/quotes.parquet")
+        _EXTRA[name] = Path(value)
     out: dict[str, Any] = {"engine": engine, "version": version, "suite": a.suite, "query": a.query}
     runner = runners.get((a.suite, a.query))
     if runner is None:
