@@ -25,6 +25,7 @@ from everstream.log.contract import (
     dead_letter_topic,
 )
 from everstream.log.embedded.store import Store, TopicRow, now_ms
+from everstream.log.embedded.wal import WalCheckpointer
 from everstream.log.partitioner import (
     key_bytes,
     keys_to_binary,
@@ -103,6 +104,7 @@ class EmbeddedProducer(Producer):
             )
         self._log = log
         self._store = Store(log.data_dir, log.durability)
+        self._wal = WalCheckpointer(self._store.path)  # checkpoints off the commit path: see wal.py
         self._linger = linger_ms / 1000.0
         self._batch_events = batch_events
         self._max_buffered = max_buffered
@@ -277,6 +279,7 @@ class EmbeddedProducer(Producer):
                 self._cv.notify_all()
             self._thread.join(timeout=5)
             self._writer.join(timeout=30)
+            self._wal.close()
             self._store.close()
         if self._error is not None:
             self._raise_state()
@@ -455,6 +458,9 @@ class EmbeddedProducer(Producer):
                     for work in works:
                         for tid, p, enc in work.items:
                             self._store.append(con, tid, p, enc)
+                self._wal.appended(sum(len(enc.payload) for work in works for _, _, enc in work.items))
+                if self._wal.error is not None:
+                    raise self._store.storage_error(self._wal.error, "checkpointing the WAL")
             except BaseException as e:  # surfaced on the next send/flush: never silent
                 err = self._store.storage_error(e, "appending batches") if isinstance(e, sqlite3.Error) else e
                 with self._cv:

@@ -31,6 +31,7 @@ from typing import Literal
 from everstream.errors import ConfigError, StorageError, TopicExistsError, UnknownTopicError
 from everstream.log.batch import EncodedBatch
 from everstream.log.contract import PartitionInfo, TopicInfo, TopicSpec
+from everstream.log.embedded.wal import AUTOCHECKPOINT_PAGES
 from everstream.schema.arrow import schema_from_bytes, schema_to_bytes
 
 Durability = Literal["fsync", "relaxed"]
@@ -156,7 +157,7 @@ class Store:
                 self.con.execute("PRAGMA page_size=16384")
                 self.con.execute("PRAGMA journal_mode=WAL")
             self.con.execute(f"PRAGMA synchronous={'FULL' if durability == 'fsync' else 'NORMAL'}")
-            self.con.execute("PRAGMA wal_autocheckpoint=4000")
+            self.con.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")  # backstop: see wal.py
             self.con.execute("PRAGMA cache_size=-65536")
             with self.write():
                 for stmt in _SCHEMA.split(";"):

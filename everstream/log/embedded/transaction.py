@@ -148,6 +148,7 @@ class EmbeddedTransactionalProducer(EmbeddedProducer, TransactionalProducer):
                 self._reset_txn()
                 raise
             self._produced += self._txn_produced
+            self._wal.appended(sum(len(enc.payload) for _, _, enc in items))  # checkpoint off-path
             self._dead += self._txn_dead
             self._reset_txn()
 
