@@ -286,49 +286,18 @@ def _q4_norm(df: pl.DataFrame) -> pl.DataFrame:
     return df.group_by("category", maintain_order=True).last()
 
 
-class _HotItems(KeyedProcess):
-    """q5's second stage: per hop window, the auctions whose count is the window's maximum."""
-
-    def process(self, event: dict[str, Any], ctx: ProcessContext) -> None:
-        rows = ctx.state.setdefault("rows", [])
-        if not rows:
-            ctx.timer(ctx.time)
-        rows.append((event["auction"], event["num"], event["window_start"], event["window_end"]))
-
-    def on_timer(self, at: int, ctx: ProcessContext) -> list[dict[str, Any]]:
-        rows = ctx.state.pop("rows", [])
-        top = max((r[1] for r in rows), default=0)
-        return [{"auction": a, "num": n, "window_start": s, "window_end": e} for a, n, s, e in rows if n >= top]
-
-
 def _q5(ev: Stream) -> Stream:
+    """Bids per auction per HOP(10 s, 2 s) window, then the auctions at each window's maximum count: a
+    Window Top-1 with ties over the counts (their event time is window end - 1 ms, so the 2 s tumbling
+    window of the top step holds exactly one hop window's results)."""
     counts = _bids(ev).window(hopping("10s", every="2s"), by="auction").agg(num=es_count())
-    return counts.key_by("window_start").process(_HotItems)
-
-
-class _MaxBids(KeyedProcess):
-    """q7: keep the bids at the running maximum price of a 10 s window; emit them when it closes."""
-
-    def process(self, event: dict[str, Any], ctx: ProcessContext) -> None:
-        st = ctx.state
-        price = event["price"]
-        best = st.get("max")
-        if best is None:
-            ctx.timer(int(event["win"]) * 10_000 + 9_999)
-        if best is None or price > best:
-            st["max"], st["rows"] = price, [event]
-        elif price == best:
-            st["rows"].append(event)
-
-    def on_timer(self, at: int, ctx: ProcessContext) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = ctx.state.pop("rows", [])
-        ctx.state.clear()
-        return [{k: r[k] for k in ("auction", "price", "bidder", "date_time", "extra")} for r in rows]
+    return counts.window(tumbling("2s")).top(1, "num", window_columns=False)
 
 
 def _q7(ev: Stream) -> Stream:
-    bids = _bids(ev).with_columns(win=pl.col("date_time").dt.epoch("ms") // 10_000)
-    return bids.key_by("win").process(_MaxBids)
+    """The bids at the highest price of each 10 s window: a Window Top-1 with ties (SQL RANK() = 1)."""
+    return (_bids(ev).window(tumbling("10s")).top(1, "price", window_columns=False)
+            .select("auction", "price", "bidder", "date_time", "extra"))
 
 
 def _q8(ev: Stream) -> Stream:

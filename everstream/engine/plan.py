@@ -133,6 +133,25 @@ class Window(Step):
 
 
 @dataclass(frozen=True, eq=False)
+class Top(Step):
+    """Window Top-N: the ``n`` rows of each window and key ranked first by ``order`` (see engine/top.py)."""
+
+    spec: WindowSpec
+    by: tuple[str, ...]
+    n: int
+    order: str
+    descending: bool = True
+    ties: bool = True
+    allowed_lateness_ms: int = 0
+    window_columns: bool = True
+
+    def describe(self) -> str:
+        rank = "rank" if self.ties else "row_number"
+        return (f"top({self.n}, {'-' if self.descending else '+'}{self.order}, {self.spec.describe()}, "
+                f"by={list(self.by)}, {rank})")
+
+
+@dataclass(frozen=True, eq=False)
 class Rolling(Step):
     """Per-key features over each event's recent past, emitted with the event in event-time order."""
 
@@ -281,6 +300,8 @@ class Plan:
             return _with_roots(below, (step.predicate,))
         if isinstance(step, Rolling):
             return frozenset(below | set(step.by) | {c for f in step.features.values() for c in f.columns})
+        if isinstance(step, Top):
+            return frozenset(below | set(step.by) | {step.order})
         if isinstance(step, Watermark):
             return frozenset(below | {step.field})
         if isinstance(step, Select):

@@ -42,6 +42,7 @@ from everstream.engine.metrics import LatencyHistogram
 from everstream.engine.ordered import CountWindowOp, RollingOp
 from everstream.engine.process import ProcessOp
 from everstream.engine.time import MAX_TIME, MIN_TIME
+from everstream.engine.top import TopOp
 from everstream.engine.windows import Count
 from everstream.errors import ConfigError, EngineError, UnknownTopicError
 from everstream.log.contract import (
@@ -56,7 +57,7 @@ from everstream.log.contract import (
 )
 from everstream.log.records import DeadLetter
 
-Stateful = ops.WindowOp | RollingOp | CountWindowOp | ProcessOp | JoinOperator
+Stateful = ops.WindowOp | RollingOp | CountWindowOp | ProcessOp | TopOp | JoinOperator
 
 
 def dead_letter_topic_of(app: str) -> str:
@@ -220,7 +221,7 @@ class Runner:
             return ops.MapOp(step, self)
         if isinstance(step, p.Union):
             return ops.UnionOp(step, self)
-        if isinstance(step, (p.Window, p.Rolling, p.Process)):
+        if isinstance(step, (p.Window, p.Rolling, p.Process, p.Top)):
             wms = self.plan.watermarks_of(step.step_id)
             first = self._watermarks[wms[-1].step_id] if wms else None
             multi = len(wms) > 1
@@ -229,6 +230,8 @@ class Runner:
                 sop = RollingOp(step, self, multi_source=multi)
             elif isinstance(step, p.Process):
                 sop = ProcessOp(step, self, multi_source=multi)
+            elif isinstance(step, p.Top):
+                sop = TopOp(step, self, lambda: first.time_zone if first else "UTC", multi_source=multi)
             elif isinstance(step.spec, Count):
                 sop = CountWindowOp(step, self, first.time_zone if first and first.time_zone else "UTC",
                                     multi_source=multi)

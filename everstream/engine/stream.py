@@ -340,6 +340,34 @@ class WindowedStream:
                        time=self._time)
 
 
+    def top(self, n: int, order: str, *, descending: bool = True, ties: bool = True,
+            window_columns: bool = True) -> Stream:
+        """Window Top-N: the ``n`` rows of each window (and ``by`` key) with the highest ``order``
+        (``descending=False``: lowest), emitted when the window closes: ``.top(3, "notional")``.
+
+        ``ties=True`` ranks like SQL ``RANK()`` (all rows tied at the cut stay: ``top(1, "price")``
+        gives every bid at the window's maximum), ``ties=False`` like ``ROW_NUMBER()`` (ties broken
+        by event time, then arrival). Output: the input rows' columns, then ``window_start`` and
+        ``window_end`` (``window_columns=False`` leaves them out, for inputs that already carry
+        window bounds, e.g. the results of an upstream window). Rows with a null ``order`` never rank.
+        Tumbling, hopping and cumulative windows; state is the leading rows per open window.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise PlanError(f"top(n={n!r}): n must be a positive integer (rows per window and key)")
+        if not isinstance(order, str) or not order or order.startswith("_"):
+            raise PlanError(f"top(order={order!r}): name the column to rank by, e.g. top(3, 'notional')")
+        from everstream.engine.windows import Session
+
+        if isinstance(self._spec, (Session, Count)) or self._early is not None or self._time != "event":
+            raise PlanError(f"top() ranks within event-time tumbling, hopping or cumulative windows without "
+                            f"early firing; got {self._spec.describe()}" + (", early_fire" if self._early else "")
+                            + (f", time={self._time!r}" if self._time != "event" else ""))
+        self._stream._needs_event_time("top")
+        return self._stream.app.add(p.Top, self._stream, "top", self._name, spec=self._spec, by=self._by, n=n,
+                                    order=order, descending=descending, ties=ties,
+                                    allowed_lateness_ms=self._lateness, window_columns=window_columns)
+
+
 class KeyedStream:
     """A stream keyed by columns; ``process`` runs a keyed process function on it."""
 
