@@ -306,3 +306,52 @@ def batch_keys(
     if len(key) != table.num_rows:
         raise SchemaError(f"send_batch to {topic!r}: {len(key)} keys for {table.num_rows} rows")
     return key
+
+
+@dataclass
+class KeyedBatch:
+    """A ``send_batch`` table made ready for either log: conformed to the topic's schema, with its
+    keys (or None), event timestamps (epoch ms) and target partition per row."""
+
+    table: pa.Table
+    keys: pa.Array | pa.ChunkedArray | None
+    timestamps: pa.Array
+    partitions: np.ndarray  # int32
+
+
+def keyed_batch(
+    table: pa.Table, topic: str, key: str | pa.Array | pa.ChunkedArray | None,
+    timestamp: str | pa.Array | pa.ChunkedArray | None, *, schema: pa.Schema | None, compact: bool,
+    partitions: int, sticky: int,
+) -> KeyedBatch:
+    """Keys, timestamps, schema conformance and partitions of a ``send_batch`` (both logs).
+
+    Rows without a key (no ``key`` at all, or a null key) go to the ``sticky`` partition, as Kafka's
+    default partitioner does; a compacted topic refuses keyless batches (compaction keeps one
+    record per key)."""
+    from everstream.log.partitioner import partitions_for_column
+
+    keys = batch_keys(table, key, topic)
+    ts = batch_timestamps(table, timestamp, topic)
+    if schema is not None:
+        table = conform(table, schema, topic)
+    if keys is None and compact:
+        raise ConfigError(f"topic {topic!r} is compacted: send_batch needs key=<column>")
+    if keys is None:
+        return KeyedBatch(table, None, ts, np.full(table.num_rows, sticky, dtype=np.int32))
+    parts = partitions_for_column(keys, partitions)
+    nulls = parts < 0
+    if nulls.any():
+        parts[nulls] = sticky
+    return KeyedBatch(table, keys, ts, parts)
+
+
+def check_consumer_options(start: object, session_timeout_ms: int, heartbeat_ms: int) -> None:
+    """The consumer options both logs share: where to start, and a heartbeat well inside the session."""
+    if (isinstance(start, str) and start not in ("earliest", "latest")) or isinstance(start, bool) \
+            or not isinstance(start, (str, int, datetime)):
+        raise ConfigError(f"start={start!r}: use 'earliest', 'latest', epoch ms or a datetime")
+    if heartbeat_ms * 3 > session_timeout_ms:
+        raise ConfigError(
+            f"heartbeat_ms={heartbeat_ms} must be at most a third of session_timeout_ms={session_timeout_ms}"
+        )

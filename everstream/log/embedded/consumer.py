@@ -22,6 +22,7 @@ from everstream.log import batch as batchcodec
 from everstream.log.contract import TIMESTAMP_COL, Consumer, StartAt, TopicPartition
 from everstream.log.embedded.group import GroupMember, committed_offset
 from everstream.log.embedded.store import Store, StoredBatch, TopicRow
+from everstream.log.records import check_consumer_options
 
 if TYPE_CHECKING:
     from everstream.log.embedded.log import EmbeddedLog
@@ -44,12 +45,7 @@ class EmbeddedConsumer(Consumer):
         heartbeat_ms: int = 1_000,
         max_poll_records: int = 500_000,
     ) -> None:
-        if isinstance(start, str) and start not in ("earliest", "latest"):
-            raise ConfigError(f"start={start!r}: use 'earliest', 'latest', epoch ms or a datetime")
-        if heartbeat_ms * 3 > session_timeout_ms:
-            raise ConfigError(
-                f"heartbeat_ms={heartbeat_ms} must be at most a third of session_timeout_ms={session_timeout_ms}"
-            )
+        check_consumer_options(start, session_timeout_ms, heartbeat_ms)
         self._log = log
         self._store = Store(log.data_dir, log.durability)
         self.group = group

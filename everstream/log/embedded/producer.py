@@ -30,16 +30,13 @@ from everstream.log.partitioner import (
     key_bytes,
     keys_to_binary,
     partition_for,
-    partitions_for_column,
 )
 from everstream.log.records import (
     DEAD_LETTER_SCHEMA,
     DeadLetter,
     add_meta,
-    batch_keys,
-    batch_timestamps,
-    conform,
     dead_letter_batch,
+    keyed_batch,
     oversize_rows,
     raw_json,
     rows_to_batch,
@@ -205,21 +202,10 @@ class EmbeddedProducer(Producer):
         n = int(tab.num_rows)
         if n == 0:
             return 0
-        keys = batch_keys(tab, key, topic)
-        ts = batch_timestamps(tab, timestamp, topic)
-        if t.declared and t.schema is not None:
-            tab = conform(tab, t.schema, topic)
-        if keys is None and t.row.spec.compact:
-            raise ConfigError(f"topic {topic!r} is compacted: send_batch needs key=<column>")
-        if keys is not None:
-            parts = partitions_for_column(keys, t.partitions)
-            keyarr = _as_binary(keys)
-            nulls = parts < 0
-            if nulls.any():
-                parts[nulls] = t.sticky
-        else:
-            parts = np.full(n, t.sticky, dtype=np.int32)
-            keyarr = pa.nulls(n, pa.binary())
+        kb = keyed_batch(tab, topic, key, timestamp, schema=t.schema if t.declared else None,
+                         compact=t.row.spec.compact, partitions=t.partitions, sticky=t.sticky)
+        tab, keys, ts, parts = kb.table, kb.keys, kb.timestamps, kb.partitions
+        keyarr = _as_binary(keys) if keys is not None else pa.nulls(n, pa.binary())
         full = pa.RecordBatch.from_arrays(
             [c.chunk(0) if c.num_chunks == 1 else c.combine_chunks() for c in tab.columns],
             schema=tab.schema,

@@ -46,7 +46,7 @@ from everstream.log.contract import TopicPartition as TP
 from everstream.log.kafka.client import base_config, describe, error_of, is_retriable, logger
 from everstream.log.kafka.codec import JsonCodec, warm_up
 from everstream.log.kafka.messages import record_batches
-from everstream.log.records import DeadLetter
+from everstream.log.records import DeadLetter, check_consumer_options
 
 if TYPE_CHECKING:
     from everstream.log.kafka.log import KafkaLog
@@ -95,14 +95,7 @@ class KafkaConsumer(Consumer):
         isolation: str = "read_committed",
         config: Mapping[str, Any] | None = None,
     ) -> None:
-        if isinstance(start, str) and start not in ("earliest", "latest"):
-            raise ConfigError(f"start={start!r}: use 'earliest', 'latest', epoch ms or a datetime")
-        if not isinstance(start, (str, int, datetime)) or isinstance(start, bool):
-            raise ConfigError(f"start={start!r}: use 'earliest', 'latest', epoch ms or a datetime")
-        if heartbeat_ms * 3 > session_timeout_ms:
-            raise ConfigError(
-                f"heartbeat_ms={heartbeat_ms} must be at most a third of session_timeout_ms={session_timeout_ms}"
-            )
+        check_consumer_options(start, session_timeout_ms, heartbeat_ms)
         if isolation not in ("read_committed", "read_uncommitted"):
             raise ConfigError(f"isolation={isolation!r}: use read_committed (default) or read_uncommitted")
         if group is not None:  # the broker refuses sessions outside its bounds: stay inside them

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from everstream.errors import ConfigError
+from everstream.errors import BrokerError, ConfigError, UnknownTopicError
 from everstream.log.contract import DEFAULT_MAX_RECORD_BYTES, Log, StartAt, TopicInfo, TopicSpec, check_topic_name
 from everstream.log.kafka.admin import KafkaAdmin
 from everstream.log.kafka.client import check_bootstrap
@@ -74,7 +74,21 @@ class KafkaLog(Log):
 
     def list_topics(self) -> list[TopicInfo]:
         names = self.admin.names()
-        return self.admin.describe(names) if names else []
+        if not names:
+            return []
+        try:
+            return self.admin.describe(names)
+        except (UnknownTopicError, BrokerError):
+            # Kafka deletes topics asynchronously: one listed a moment ago may have no partitions left by
+            # the time its offsets are read. Describe one by one and leave out the ones that are gone.
+            out = []
+            for name in names:
+                try:
+                    out += self.admin.describe([name])
+                except (UnknownTopicError, BrokerError):
+                    if self.admin.exists(name):
+                        raise
+            return out
 
     def describe_topic(self, name: str) -> TopicInfo:
         check_topic_name(name)

@@ -38,13 +38,11 @@ from everstream.log.contract import (
 )
 from everstream.log.kafka import codec
 from everstream.log.kafka.client import base_config, describe, error_of, logger
-from everstream.log.partitioner import key_bytes, keys_to_binary, partition_for, partitions_for_column
+from everstream.log.partitioner import key_bytes, keys_to_binary, partition_for
 from everstream.log.records import (
     DEAD_LETTER_SCHEMA,
     DeadLetter,
-    batch_keys,
-    batch_timestamps,
-    conform,
+    keyed_batch,
     raw_json,
     rows_to_batch,
     timestamp_ms,
@@ -226,19 +224,12 @@ class KafkaProducer(Producer):
             raise SchemaError(
                 f"send_batch to {topic!r}: field names {clash} are reserved for record metadata; rename them"
             )
-        keys = batch_keys(tab, key, topic)
-        ts = batch_timestamps(tab, timestamp, topic)
-        if t.declared and t.schema is not None:
-            tab = conform(tab, t.schema, topic)
-        elif not t.declared:
+        kb = keyed_batch(tab, topic, key, timestamp, schema=t.schema if t.declared else None,
+                         compact=t.spec.compact, partitions=t.partitions, sticky=t.sticky)
+        tab, keys, ts, parts = kb.table, kb.keys, kb.timestamps, kb.partitions
+        if not t.declared:
             tab = self._observe(t, tab)
-        if keys is None and t.spec.compact:
-            raise ConfigError(f"topic {topic!r} is compacted: send_batch needs key=<column>")
         if keys is not None:
-            parts = partitions_for_column(keys, t.partitions)
-            nulls = parts < 0
-            if nulls.any():
-                parts[nulls] = t.sticky
             karr = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
             key_list: list[bytes | None] = keys_to_binary(karr).to_pylist()
             part_list: list[int] = parts.tolist()
