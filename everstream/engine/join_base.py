@@ -102,7 +102,7 @@ class JoinOperator(Operator):
         df = self.cast_keys(df, ctx, name)
         if df is None:
             return None
-        if self.by:
+        if any(df.get_column(c).null_count() for c in self.by):  # counted without a pass over the rows
             nokey = df.select(pl.any_horizontal(pl.col(self.by).is_null())).to_series()
             if nokey.any():  # a missing column in one of a poll's batches arrives as nulls
                 self.dead(ctx, df.filter(nokey), f"the {name} input's row has no key {self.by} (null or missing); "

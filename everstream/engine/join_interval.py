@@ -47,17 +47,35 @@ def _concat(frames: list[pl.DataFrame | None]) -> pl.DataFrame | None:
 
 
 class _TwoSided(JoinOperator):
-    """Shared by the interval and window joins: remembers each side's user columns for naming."""
+    """Shared by the interval and window joins: remembers each side's user columns for naming, and their
+    types for the null columns of rows without a partner."""
 
     def __init__(self, step: p.Join, services: Services, side_watermarks: SideWatermarks) -> None:
         super().__init__(step, services, side_watermarks, step.spec.by, ((), ()))
         self.columns: tuple[dict[str, None], dict[str, None]] = ({}, {})
+        self.dtypes: tuple[dict[str, pl.DataType], dict[str, pl.DataType]] = ({}, {})  # in memory only
 
     def admit(self, df: pl.DataFrame, ctx: Ctx, side: int) -> pl.DataFrame | None:
         got = super().admit(df, ctx, side)
         if got is not None:
-            self.columns[side].update(dict.fromkeys(c for c in got.columns if c not in _PRIVATE))
+            users = [c for c in got.columns if c not in _PRIVATE]
+            self.columns[side].update(dict.fromkeys(users))
+            self.dtypes[side].update({c: got.schema[c] for c in users})
         return got
+
+    def dtype(self, side: int, column: str) -> pl.DataType:
+        """A user column's type on ``side``: from the held rows, else the last admitted ones, else Null
+        (after a restore, until the side sends rows again)."""
+        st = self.state[side]
+        if st is not None and column in st.schema:
+            return st.schema[column]
+        return self.dtypes[side].get(column, pl.Null())
+
+    def nulls_for(self, side: int, present: list[str]) -> list[pl.Expr]:
+        """Typed null columns for ``side``'s user columns (output names) that a row without a partner on
+        that side lacks, so every output batch has every column (a select after the join finds them)."""
+        names = self.right_names() if side == 1 else {c: c for c in self.columns[0] if c not in self.by}
+        return [pl.lit(None, dtype=self.dtype(side, c)).alias(n) for c, n in names.items() if n not in present]
 
     def right_names(self) -> dict[str, str]:
         """Right user column -> output name (keys dropped, clashes with left columns suffixed)."""
@@ -147,9 +165,12 @@ class IntervalJoinOp(_TwoSided):
         if gone.is_empty():
             return None
         if side == 0:
-            return gone.select(*self.users(gone), EVENT_TIME)
+            users = self.users(gone)
+            return gone.select(*users, *self.nulls_for(1, users), EVENT_TIME)
         names = self.right_names()
-        return gone.select(*[pl.col(c).alias(names.get(c, c)) for c in self.users(gone)], EVENT_TIME)
+        renamed = [names.get(c, c) for c in self.users(gone)]
+        return gone.select(*[pl.col(c).alias(n) for c, n in zip(self.users(gone), renamed, strict=True)],
+                           *self.nulls_for(0, renamed), EVENT_TIME)
 
     def held(self) -> list[pl.DataFrame]:
         return [f for f in self.state if f is not None]
@@ -192,8 +213,9 @@ class WindowJoinOp(_TwoSided):
         left, right = fired
         if left is None or left.is_empty() or (self.how == "inner" and (right is None or right.is_empty())):
             return None
-        if right is None or right.is_empty():
-            right = pl.DataFrame(schema={**{k: left.schema[k] for k in self.by}, w.WS: pl.Int64(), w.WE: pl.Int64()})
+        if right is None or right.is_empty():  # a left join: the right columns as nulls
+            right = pl.DataFrame(schema={**{k: left.schema[k] for k in self.by}, w.WS: pl.Int64(), w.WE: pl.Int64(),
+                                         **{c: self.dtype(1, c) for c in self.columns[1] if c not in self.by}})
         j = self.join(left, right, [*self.by, w.WS, w.WE], how=self.how)
         self.metrics.windows_fired += j.select(w.WS, w.WE).n_unique()
         dtype = pl.Datetime("ms", "UTC")

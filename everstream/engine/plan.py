@@ -277,10 +277,11 @@ class Plan:
 
         The runtime reads only these from the log (projection pushdown): a window needs its
         keys and aggregate inputs, a filter its predicate's columns plus what follows, while a
-        sink, a map or a map_batches needs every column.
+        sink, a map or a map_batches needs every column. A join needs its keys and times plus what
+        follows it, from either input (``spec.input_columns``).
         """
         step = self.step(step_id)
-        if isinstance(step, (Sink, Map, MapBatches, Process, Join, Match)):  # a join outputs both sides' columns
+        if isinstance(step, (Sink, Map, MapBatches, Process, Match)):
             return None
         if isinstance(step, Window):
             cols = set(step.by)
@@ -296,6 +297,9 @@ class Plan:
             if got is None:
                 return None
             below |= got
+        if isinstance(step, Join):
+            need = getattr(step.spec, "input_columns", None)
+            return None if need is None else frozenset(need(frozenset(below)))
         if isinstance(step, Filter):
             return _with_roots(below, (step.predicate,))
         if isinstance(step, Rolling):

@@ -16,10 +16,16 @@ import numpy as np
 import polars as pl
 import pytest
 from enginetools import BASE_MS, produce, trades
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 import everstream as es
+from everstream.engine import plan as p
+from everstream.engine.joins import AsofJoinOp, AsofSpec
+from everstream.engine.operators import Ctx
 from everstream.engine.testing import read_topic
+from everstream.engine.time import MAX_TIME
 from everstream.log import Log
 
 DELAY = "1500ms"
@@ -306,3 +312,161 @@ def test_asof_then_window_counts_every_row_once(log: Log, names: Callable[[str],
     ref = polars_asof(t, q, strategy="forward", tolerance=3000)
     assert int(got["n"].sum()) == t.height
     assert int(got["quoted"].sum()) == ref["bid"].count()
+
+
+# ---------------------------------------------------------------------- projection pushdown through joins
+
+
+def _asof_select_app(tt: str, qt: str, out: str, app_name: str = "pushdown") -> es.App:
+    app = es.App(app_name)
+    left = app.stream(tt).with_watermark("ts", max_delay=DELAY)
+    right = app.stream(qt).with_watermark("ts", max_delay=DELAY)
+    left.join_asof(right, on="ts", by="symbol").select("ts", "symbol", "price", "bid", "qty_right").to(out)
+    return app
+
+
+def test_required_columns_through_a_join() -> None:
+    """A join reads its keys and times plus what follows it, from either input; a suffixed output name
+    (``qty_right``) keeps its input column on both sides, so the output names do not change; a join
+    followed by a sink or a map reads every column."""
+    app = _asof_select_app("t", "q", "out")
+    plan = app.plan
+    want = {"ts", "symbol", "price", "bid", "qty_right", "qty"}
+    assert {s.topic: plan.required_columns(s.step_id) for s in plan.sources()} == {"t": want, "q": want}
+
+    whole = es.App("whole")
+    left = whole.stream("t").with_watermark("ts", max_delay=DELAY)
+    left.join_asof(whole.stream("q").with_watermark("ts", max_delay=DELAY), by="symbol").to("out")
+    assert all(whole.plan.required_columns(s.step_id) is None for s in whole.plan.sources())
+
+    interval = es.App("interval")
+    o = interval.stream("o").with_watermark("t_o", max_delay=DELAY)
+    e = interval.stream("e").with_watermark("t_e", max_delay=DELAY)
+    o.join_interval(e, on=("t_o", "t_e"), by="order_id", upper="5s").select("order_id", "px").to("out")
+    need = {"order_id", "px", "t_o", "t_e"}
+    assert {s.topic: interval.plan.required_columns(s.step_id) for s in interval.plan.sources()} == {"o": need,
+                                                                                                    "e": need}
+
+
+def test_asof_join_reads_only_the_columns_it_needs(log: Log, names: Callable[[str], str]) -> None:
+    """Inputs with columns nothing reads: the runner reads only the needed ones, and the output (with a
+    clashing column, ``qty`` -> ``qty_right``) equals Polars join_asof over the whole inputs."""
+    t = trades(900, seed=31, disorder_ms=1500).with_columns(note=pl.lit("x" * 40), big=pl.col("qty") * 7)
+    q = quotes(700, seed=32, exact_from=t).with_columns(venue=pl.lit("XNAS"), wide=pl.lit("y" * 40))
+    tt, qt, out = names("trades"), names("quotes"), names("out")
+    produce(log, tt, t, partitions=2, chunk=200)
+    produce(log, qt, q, partitions=2, chunk=200)
+    app = _asof_select_app(tt, qt, out, names("pushdown"))
+    with app.runner(log) as r:
+        assert r._columns[tt] == r._columns[qt] == {"ts", "symbol", "price", "bid", "qty_right", "qty"}
+        r.catch_up()
+        r.finish()
+        assert r.result().late_events == 0
+    got = read_topic(log, out)
+    assert got.columns == ["ts", "symbol", "price", "bid", "qty_right"]
+    want = polars_asof(t, q).select("ts", "symbol", "price", "bid", "qty_right")
+    same(got, want, ["ts"])
+
+
+def test_interval_join_with_projection_matches_duckdb(log: Log, names: Callable[[str], str]) -> None:
+    """An interval join followed by a select reads fewer columns and still equals DuckDB's join."""
+    orders, execs = _orders_execs(23)
+    orders = orders.with_columns(desk=pl.lit("rates"))
+    execs = execs.with_columns(venue=pl.lit("XLON"), qty=pl.col("px") * 0 + 5)
+    ot, et, out = names("orders"), names("execs"), names("out")
+    produce(log, ot, orders, partitions=2, chunk=150, key="order_id")
+    produce(log, et, execs, partitions=2, chunk=150, key="order_id")
+
+    def build(app: es.App) -> None:
+        o = app.stream(ot).with_watermark("ts", max_delay=DELAY)
+        e = app.stream(et).with_watermark("ts", max_delay=DELAY)
+        o.join_interval(e, on=("ts", "ts"), by="order_id", upper="5s", how="left").select(
+            "order_id", "ts", "qty", "ts_right", "px", "qty_right").to(out)
+
+    _, result = run_app(log, build, names("interval-proj"))
+    assert result.late_events == 0
+    want = duck("""SELECT o.order_id, o.ts, o.qty, e.ts AS ts_right, e.px, e.qty AS qty_right
+                   FROM o LEFT JOIN e ON o.order_id = e.order_id AND e.ts BETWEEN o.ts AND o.ts + 5000""",
+                o=orders, e=execs)
+    got = read_topic(log, out)
+    assert got.columns == want.columns
+    same(got, want, ["order_id", "ts", "ts_right"])
+
+
+# ---------------------------------------------------------------------- the as-of operator, poll by poll
+
+
+class _Services:
+    app_name = "asof-ops"
+
+    def __init__(self) -> None:
+        self.late_rows = 0
+        self.dead = 0
+
+    def dead_letters(self, letters: list[object]) -> None:
+        self.dead += len(letters)
+
+    def late(self, step: object, df: pl.DataFrame) -> None:
+        self.late_rows += df.height
+
+    def now_ms(self) -> int:
+        return 0
+
+    def clock(self) -> float:
+        return 0.0
+
+
+def _side(rng: np.random.Generator, n: int, keys: int, span: int, disorder: int, value: str) -> pl.DataFrame:
+    """``n`` rows over ``span`` ms (times repeat: ties), arriving out of order by less than ``disorder`` ms."""
+    ts = rng.integers(0, span, n).astype(np.int64)
+    df = pl.DataFrame({"id": np.arange(n, dtype=np.int64), "key": rng.integers(0, keys, n).astype(np.int64),
+                       "ts": ts, value: rng.integers(0, 1000, n).astype(np.int64)})
+    df = df[np.argsort(ts + rng.uniform(0, disorder - 1, n), kind="stable")]
+    return df.with_columns(pl.col("ts").alias("_event_time"), pl.lit(0, dtype=pl.Int64).alias("_watermark"))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), direction=st.sampled_from(["backward", "forward", "nearest"]),
+       exact=st.booleans(), tolerance=st.sampled_from([None, 0, 7, 40]), how=st.sampled_from(["left", "inner"]),
+       polls=st.integers(1, 12))
+def test_asof_operator_matches_polars_poll_by_poll(seed: int, direction: str, exact: bool, tolerance: int | None,
+                                                   how: str, polls: int) -> None:
+    """The as-of operator driven directly, both inputs out of order with ties in time (same key, same ms)
+    and cut into random polls: its output equals Polars join_asof over the whole inputs (ties: on arrival
+    order), each emitted batch is in event-time order, and nothing is late."""
+    rng = np.random.default_rng(seed)
+    disorder = 30
+    left = _side(rng, int(rng.integers(0, 160)), 3, 400, disorder, "price")
+    right = _side(rng, int(rng.integers(1, 120)), 3, 400, disorder, "bid")  # no right row: no right columns known
+    spec = AsofSpec(("key",), "ts", "ts", direction, exact, tolerance, how)  # type: ignore[arg-type]
+    services = _Services()
+    wm = [-(1 << 62), -(1 << 62)]
+    op = AsofJoinOp(p.Join("asof", ("l", "r"), spec=spec), services, lambda: (wm[0], wm[1]))
+    cuts = [np.sort(rng.integers(0, f.height + 1, polls)) for f in (left, right)]
+    outs: list[pl.DataFrame] = []
+    for i in range(polls + 1):
+        for side, (frame, cut) in enumerate(zip((left, right), cuts, strict=True)):
+            lo, hi = (0 if i == 0 else int(cut[i - 1])), (frame.height if i == polls else int(cut[i]))
+            part = frame.slice(lo, hi - lo)
+            if part.height:
+                op.process(part, Ctx("in", 0, ("l", "r")[side]))
+                wm[side] = max(wm[side], int(frame.slice(0, hi)["ts"].max()) - disorder)  # type: ignore[arg-type]
+        if i == polls:
+            wm[0] = wm[1] = MAX_TIME
+        got = op.advance(min(wm))
+        if got is not None and got.height:
+            assert got["_event_time"].is_sorted(), "an emitted batch is out of event-time order"
+            outs.append(got)
+    assert services.late_rows == 0 and services.dead == 0
+    assert op.state_rows() == 0 or direction != "backward" or right.height  # a final watermark answers every row
+    got = pl.concat(outs) if outs else pl.DataFrame(schema={"id": pl.Int64})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = left.drop("_event_time", "_watermark").sort("ts", maintain_order=True).join_asof(
+            right.drop("_event_time", "_watermark", "id").sort("ts", maintain_order=True), on="ts", by="key",
+            strategy=direction, allow_exact_matches=exact, tolerance=tolerance)  # type: ignore[arg-type]
+    if how == "inner":
+        want = want.filter(pl.col("bid").is_not_null())
+    assert got.height == want.height, f"{got.height} rows, Polars {want.height}"
+    if want.height:
+        assert_frame_equal(got.select(want.columns).sort("id"), want.sort("id"), check_dtypes=False)
