@@ -60,12 +60,16 @@ class Partial:
 
 @dataclass
 class Found:
-    """A complete match: its key, first and last event time, and (gid, stage) of its events in order."""
+    """A complete match: its key, first and last event time, and (gid, stage) of its events in order.
+
+    ``at``: for a match of a pattern ending in ``not_followed_by``, the event time it was emitted at
+    (the last instant of its window, first event time + within - 1); None: its last event's time."""
 
     key: Hashable
     start_t: int
     end_t: int
     events: list[tuple[int, int]]
+    at: int | None = None
 
 
 @dataclass
@@ -117,9 +121,22 @@ class Matcher:
         self.contig = [s.contiguity for s in st]
         self.inner = [s.inner for s in st]
         self.state: dict[Hashable, list[Partial]] = {}
+        #: roles by stage and count: counts past max(min, max) + 1 all have the last entry's roles
+        self._role_table = [[self._roles_of(i, c) for c in range(max(s.min, s.max or s.min) + 2)]
+                            for i, s in enumerate(st)]
+        #: the starting stages whose condition is vectorized only: (stage, mask bits)
+        self._plain_start = [(j, compiled.conds[j].bits) for j in self.start] \
+            if not any(compiled.conds[j].has_fns for j in self.start) else None
+        #: matches of a pattern ending in not_followed_by, waiting for their window to close (per key)
+        self.trailing = compiled.trailing
+        self.pending: dict[Hashable, list[Partial]] = {}
         self.found: list[Found] = []
         self.timed_out: list[TimedOut] = []
+        self.report_timeouts = True  # False: the step has no time-out topic, so do not collect them
+        #: (at, seq, key) heap: when the key's earliest window closes; ``scheduled`` says which entry per
+        #: key is current (one push per key and window close, not per event; others are stale)
         self.expiry: list[tuple[int, int, Hashable]] = []
+        self.scheduled: dict[Hashable, int] = {}
         self._seq = 0
         skip = compiled.skip
         self.skip_kind = skip.kind
@@ -153,6 +170,11 @@ class Matcher:
         return out
 
     def _roles(self, stage: int, count: int) -> int:
+        """Roles of a partial whose last event made ``count`` events of ``stage`` (cached per stage)."""
+        table = self._role_table[stage]
+        return table[count] if count < len(table) else table[-1]
+
+    def _roles_of(self, stage: int, count: int) -> int:
         mx = self.maxs[stage]
         r = LOOP if mx is None or count < mx else 0
         if count >= self.mins[stage]:
@@ -163,6 +185,9 @@ class Matcher:
 
     def feed(self, key: Hashable, gid: int, pos: int, t: int, mask: int) -> None:
         """Process one candidate event of ``key`` (events of a key must come in event-time order)."""
+        if self.trailing:
+            self._feed_trailing(key, gid, pos, t, mask)
+            return
         parts = self.state.get(key)
         if not parts and not (mask & self.start_bits):
             return
@@ -172,7 +197,7 @@ class Matcher:
             alive = []
             for p in parts:
                 if t - p.start_t >= within:
-                    if not p.done:
+                    if not p.done and self.report_timeouts:
                         self.timed_out.append(TimedOut(key, p.start_t, p.start_t + within, _pairs(p)))
                 else:
                     alive.append(p)
@@ -182,18 +207,123 @@ class Matcher:
         for p in parts or ():
             self._branch(p, gid, pos, t, mask, new, done)
         # a match may start here
-        for j in self.start:
-            if self._cond(c.conds[j], mask, gid, None):
-                self._take(None, j, gid, pos, t, new, done)
+        if self._plain_start is not None:
+            for j, bits in self._plain_start:
+                if mask & bits:
+                    self._take(None, j, gid, pos, t, new, done)
+        else:
+            for j in self.start:
+                if self._cond(c.conds[j], mask, gid, None):
+                    self._take(None, j, gid, pos, t, new, done)
         if done:
             new = self._emit(key, done, new)
         if new:
             self.state[key] = new
-            if within is not None:
-                self._seq += 1
-                heapq.heappush(self.expiry, (t + within, self._seq, key))
+            if within is not None and key not in self.scheduled:
+                self._schedule(key, new, within)
         elif parts is not None:
             self.state.pop(key, None)
+
+    def _schedule(self, key: Hashable, parts: list[Partial], within: int) -> None:
+        """Expire ``key`` when the earliest window of ``parts`` closes (the caller checked that the key
+        has no current entry: a current one is never later, as windows only open later)."""
+        at = min(p.start_t for p in parts) + within
+        self.scheduled[key] = at
+        self._seq += 1
+        heapq.heappush(self.expiry, (at, self._seq, key))
+
+    def _feed_trailing(self, key: Hashable, gid: int, pos: int, t: int, mask: int) -> None:
+        """``feed`` for a pattern ending in not_followed_by: first settle what the event's time closes
+        (time-outs, pending matches whose window closed: emitted), then the event kills the pending
+        matches it is forbidden for, then it steps the partial matches; completed ones become pending."""
+        parts = self.state.get(key)
+        pend = self.pending.get(key)
+        if not parts and not pend and not (mask & self.start_bits):
+            return
+        within = self.c.within_ms
+        assert within is not None  # Compiled.of refuses a trailing not_followed_by without within
+        if parts or pend:
+            parts, pend = self._settle(key, parts or [], pend or [], t)
+        if pend:
+            pend = [q for q in pend if not any(self._cond(k, mask, gid, q) for k in self.trailing)]
+        new: list[Partial] = []
+        done: list[Partial] = []
+        for p in parts or ():
+            self._branch(p, gid, pos, t, mask, new, done)
+        c = self.c
+        for j in self.start:
+            if self._cond(c.conds[j], mask, gid, None):
+                self._take(None, j, gid, pos, t, new, done)
+        if done:
+            pend = [*(pend or ()), *done]
+        if pend:
+            self.pending[key] = pend
+        else:
+            self.pending.pop(key, None)
+        if new:
+            self.state[key] = new
+        else:
+            self.state.pop(key, None)
+        if (new or pend) and key not in self.scheduled:
+            self._schedule(key, [*new, *(pend or ())], within)
+
+    def _settle(self, key: Hashable, parts: list[Partial], pend: list[Partial],
+                upto: int) -> tuple[list[Partial], list[Partial]]:
+        """Everything of ``key`` whose window closes at or before ``upto``, in window-close order (a
+        time-out before a pending match closing at the same time): partial matches time out, pending
+        matches are emitted and their skip strategy prunes partial and pending matches."""
+        within = self.c.within_ms
+        assert within is not None
+        due = sorted((q for q in pend if q.start_t + within <= upto), key=_order)
+        if not due:
+            return self._time_out(key, parts, upto), pend
+        pend = [q for q in pend if q.start_t + within > upto]
+        pruned: set[int] = set()
+        for q in due:
+            if id(q) in pruned:
+                continue
+            closes = q.start_t + within
+            parts = self._time_out(key, parts, closes)
+            taken = q.taken()
+            self.found.append(Found(key, q.start_t, taken[-1][3], [(g, s) for g, s, _, _ in taken], closes - 1))
+            cut = self._prune_point(q.start_pos, taken)
+            if cut is None:
+                continue
+            pid, strict = cut
+            for x in due:
+                if (x.start_pos < pid) if strict else (x.start_pos <= pid):
+                    pruned.add(id(x))
+            parts = [x for x in parts if not ((x.start_pos < pid) if strict else (x.start_pos <= pid))]
+            pend = [x for x in pend if not ((x.start_pos < pid) if strict else (x.start_pos <= pid))]
+        return self._time_out(key, parts, upto), pend
+
+    def _time_out(self, key: Hashable, parts: list[Partial], upto: int) -> list[Partial]:
+        """Drop the partial matches whose window closes at or before ``upto``, reporting the unfinished."""
+        within = self.c.within_ms
+        assert within is not None
+        alive = []
+        for p in parts:
+            if p.start_t + within <= upto:
+                if not p.done and self.report_timeouts:
+                    self.timed_out.append(TimedOut(key, p.start_t, p.start_t + within, _pairs(p)))
+            else:
+                alive.append(p)
+        return alive
+
+    def _prune_point(self, start: int, taken: list[tuple[int, int, int, int]]) -> tuple[int, bool] | None:
+        """Where the skip strategy cuts after a match: partial matches starting at or before (strict:
+        before) the returned position are dropped; None: nothing is."""
+        kind = self.skip_kind
+        if kind == "no_skip":
+            return None
+        if kind == "skip_to_next":
+            return start, False
+        if kind == "skip_past_last_event":
+            return taken[-1][2], False
+        of_stage = [pos for _, s, pos, _ in taken if s == self.skip_stage]
+        if not of_stage:
+            return None
+        return (of_stage[0] if kind == "skip_to_first" else of_stage[-1]), True
 
     def _branch(self, p: Partial, gid: int, pos: int, t: int, mask: int, new: list[Partial],
                 done: list[Partial]) -> None:
@@ -255,7 +385,8 @@ class Matcher:
         else:
             count = p.count + 1 if j == p.stage else 1
             start_pos, start_t, parent = p.start_pos, p.start_t, p.events
-        roles = self._roles(j, count)
+        table = self._role_table[j]
+        roles = table[count] if count < len(table) else table[-1]
         complete = count >= self.mins[j] and self.complete_at[j]
         q = Partial(start_pos, start_t, pos, j, count, roles, (gid, j, pos, t, parent), complete)
         if complete:
@@ -267,28 +398,18 @@ class Matcher:
 
     def _emit(self, key: Hashable, done: list[Partial], new: list[Partial]) -> list[Partial]:
         """Emit complete matches in order; the skip strategy prunes later ones and partial matches."""
-        ordered = sorted(((p.start_pos, [(e[2], e[1]) for e in p.taken()], p) for p in done),
-                         key=lambda x: (x[0], x[1]))
-        kind = self.skip_kind
+        ordered = sorted(done, key=_order)
         pruned: set[int] = set()  # ids of pruned Partial objects
-        for start, _, p in ordered:
+        for p in ordered:
             if id(p) in pruned:
                 continue
             taken = p.taken()
             self.found.append(Found(key, p.start_t, taken[-1][3], [(g, s) for g, s, _, _ in taken]))
-            if kind == "no_skip":
+            cut = self._prune_point(p.start_pos, taken)
+            if cut is None:
                 continue
-            strict = kind in ("skip_to_first", "skip_to_last")
-            if kind == "skip_to_next":
-                pid = start
-            elif kind == "skip_past_last_event":
-                pid = taken[-1][2]
-            else:
-                of_stage = [pos for _, s, pos, _ in taken if s == self.skip_stage]
-                if not of_stage:
-                    continue
-                pid = of_stage[0] if kind == "skip_to_first" else of_stage[-1]
-            for _, _, q in ordered:
+            pid, strict = cut
+            for q in ordered:
                 if (q.start_pos < pid) if strict else (q.start_pos <= pid):
                     pruned.add(id(q))
             new = [q for q in new if not ((q.start_pos < pid) if strict else (q.start_pos <= pid))]
@@ -299,28 +420,44 @@ class Matcher:
         within = self.c.within_ms
         if within is None:
             return
-        heap = self.expiry
+        heap, scheduled = self.expiry, self.scheduled
         while heap and heap[0][0] <= watermark:
-            _, _, key = heapq.heappop(heap)
+            at, _, key = heapq.heappop(heap)
+            if scheduled.get(key) != at:
+                continue  # stale: the key was rescheduled
+            del scheduled[key]
             parts = self.state.get(key)
+            if self.trailing:
+                pend = self.pending.get(key)
+                if parts or pend:
+                    parts, pend = self._settle(key, parts or [], pend or [], watermark)
+                    for d, v in ((self.state, parts), (self.pending, pend)):
+                        if v:
+                            d[key] = v
+                        else:
+                            d.pop(key, None)
+                    if parts or pend:
+                        self._schedule(key, [*parts, *pend], within)
+                continue
             if not parts:
                 continue
             alive = []
             for p in parts:
                 if p.start_t + within <= watermark:
-                    if not p.done:
+                    if not p.done and self.report_timeouts:
                         self.timed_out.append(TimedOut(key, p.start_t, p.start_t + within, _pairs(p)))
                 else:
                     alive.append(p)
             if alive:
                 self.state[key] = alive
+                self._schedule(key, alive, within)
             else:
                 del self.state[key]
 
     def live_gids(self) -> int | None:
         """The smallest event id a partial match still holds (None: none)."""
         lo: int | None = None
-        for parts in self.state.values():
+        for parts in (*self.state.values(), *self.pending.values()):
             for p in parts:
                 e = p.events
                 while e is not None:
@@ -330,7 +467,8 @@ class Matcher:
         return lo
 
     def partial_count(self) -> int:
-        return sum(len(v) for v in self.state.values())
+        """Partial matches and pending matches (waiting for their window to close) held."""
+        return sum(len(v) for v in self.state.values()) + sum(len(v) for v in self.pending.values())
 
     # ------------------------------------------------------------------ checkpoints (exactly-once)
 
@@ -339,7 +477,8 @@ class Matcher:
 
         ``keys`` are the distinct keys referenced (partial matches and pending expiries), which the
         caller stores in the key columns' types; tables refer to them by index. ``partials``: one row
-        per partial match in per-key order (its fields, and ``node``: its newest event). ``nodes``:
+        per partial match in per-key order (its fields, ``node``: its newest event, ``pending``: 1 for a
+        complete match of a pattern ending in not_followed_by, waiting for its window to close). ``nodes``:
         one row per distinct event link (gid, stage, pos, t, parent node), parents before children,
         so the links partial matches share stay shared. ``expiry``: the time-out heap. Skip
         strategies keep no state of their own: they act when a match completes, by pruning partials.
@@ -356,7 +495,9 @@ class Matcher:
         nodes: list[tuple[int, int, int, int, int]] = []
         parts: list[tuple[int, ...]] = []
         chain: list[tuple[int, int, int, int, Any]] = []
-        for key, plist in self.state.items():
+        held = [(key, plist, 0) for key, plist in self.state.items()]
+        held += [(key, plist, 1) for key, plist in self.pending.items()]
+        for key, plist, pending in held:
             k = key_ix.setdefault(key, len(key_ix))
             for p in plist:
                 e = p.events
@@ -368,7 +509,7 @@ class Matcher:
                     node_ix[id(e)] = len(nodes)
                     nodes.append((e[0], e[1], e[2], e[3], -1 if e[4] is None else node_ix[id(e[4])]))
                 parts.append((k, p.start_pos, p.start_t, p.last_pos, p.stage, p.count, p.roles,
-                              -1 if p.events is None else node_ix[id(p.events)], 1 if p.done else 0))
+                              -1 if p.events is None else node_ix[id(p.events)], 1 if p.done else 0, pending))
         expiry = [(at, seq, key_ix.setdefault(key, len(key_ix))) for at, seq, key in self.expiry]  # heap order
         tables = {name: _columns(names, rows) for name, names, rows in (
             ("partials", _PARTIAL_COLS, parts), ("nodes", _NODE_COLS, nodes), ("expiry", ("at", "seq", "key"), expiry))}
@@ -386,20 +527,27 @@ class Matcher:
         for i in range(n.num_rows):
             built.append((gid[i], stage[i], pos[i], t[i], None if parent[i] < 0 else built[parent[i]]))
         pt = tables["partials"]
+        if "pending" not in pt.column_names:  # a snapshot from before pending matches existed
+            pt = pt.append_column("pending", pa.array([0] * pt.num_rows, pa.int64()))
         cols = [pt.column(c).to_pylist() for c in _PARTIAL_COLS]
         state: dict[Hashable, list[Partial]] = {}
-        for k, sp, st, lp, sg, cnt, roles, node, done in zip(*cols, strict=True):
-            state.setdefault(keys[k], []).append(
+        pending: dict[Hashable, list[Partial]] = {}
+        for k, sp, st, lp, sg, cnt, roles, node, done, pend in zip(*cols, strict=True):
+            (pending if pend else state).setdefault(keys[k], []).append(
                 Partial(sp, st, lp, sg, cnt, roles, None if node < 0 else built[node], bool(done)))
         ex = tables["expiry"]
-        self.state = state
+        self.state, self.pending = state, pending
         self.expiry = [(a, s, keys[k]) for a, s, k in zip(*(ex.column(c).to_pylist() for c in ("at", "seq", "key")),
                                                           strict=True)]
+        self.scheduled = {}
+        for a, _, k in self.expiry:  # the current entry of a key is its earliest
+            if k not in self.scheduled or a < self.scheduled[k]:
+                self.scheduled[k] = a
         self._seq = int(values["seq"])
         self.found, self.timed_out = [], []
 
 
-_PARTIAL_COLS = ("key", "start_pos", "start_t", "last_pos", "stage", "count", "roles", "node", "done")
+_PARTIAL_COLS = ("key", "start_pos", "start_t", "last_pos", "stage", "count", "roles", "node", "done", "pending")
 _NODE_COLS = ("gid", "stage", "pos", "t", "parent")
 
 
@@ -420,6 +568,11 @@ def _columns(names: tuple[str, ...], rows: list[Any]) -> pa.Table:
     """Row tuples of integers as an int64 Arrow table (one transposition in C, no per-value Python)."""
     cols = list(zip(*rows, strict=True)) if rows else [() for _ in names]
     return pa.table({n: pa.array(c, pa.int64()) for n, c in zip(names, cols, strict=True)})
+
+
+def _order(p: Partial) -> tuple[int, list[tuple[int, int]]]:
+    """Emission order of matches completed together: (first event, then (position, stage) of each event)."""
+    return p.start_pos, [(e[2], e[1]) for e in p.taken()]
 
 
 def _pairs(p: Partial) -> list[tuple[int, int]]:

@@ -34,7 +34,7 @@ from everstream.engine.aggregates import EVENT_TIME
 from everstream.engine.operators import WATERMARK, Ctx, Services, user_columns
 from everstream.engine.ordered import _SEQ, _SRC, OrderedOp
 from everstream.engine.state import Snapshot
-from everstream.engine.time import event_time_ms
+from everstream.engine.time import MAX_TIME, event_time_ms
 from everstream.errors import PlanError, StepError
 from everstream.log.contract import OFFSET_COL
 
@@ -112,33 +112,51 @@ class Store:
 
     def build(self, items: Sequence[Found | TimedOut], by: list[str], compiled: Compiled, step_id: str,
               dtype: pl.Datetime) -> pl.DataFrame:
-        """The output rows of matches (or timeouts): keys, pattern, times, one list-of-struct per stage."""
+        """The output rows of matches (or timeouts): keys, pattern, times, one list-of-struct per stage.
+        Only the rows the items reference are gathered (one take), then cut into the stages' lists."""
         assert self.frame is not None
-        frame = self.frame
-        first = np.array([it.events[0][0] - self.base for it in items], dtype=np.int64)
-        keys = frame.select(by)[first] if by else pl.DataFrame()
+        base, k = self.base, len(compiled.stages)
+        flats: list[list[int]] = [[] for _ in range(k)]
+        offsets: list[list[int]] = [[0] for _ in range(k)]
+        first: list[int] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        for it in items:
+            events = it.events
+            first.append(events[0][0] - base)
+            for g, stage in events:
+                flats[stage].append(g - base)
+            for stage in range(k):
+                offsets[stage].append(len(flats[stage]))
+            starts.append(it.start_t)
+            ends.append(it.expired_at if isinstance(it, TimedOut) else it.end_t)
         timed_out = isinstance(items[0], TimedOut)
-        cols: list[pl.Series] = [
-            pl.Series(PATTERN, [step_id] * len(items), dtype=pl.String),
-            pl.Series(MATCH_START, [it.start_t for it in items], dtype=pl.Int64).cast(dtype),
-        ]
-        ends = [it.expired_at if isinstance(it, TimedOut) else it.end_t for it in items]
-        cols.append(pl.Series(TIMED_OUT_AT if timed_out else MATCH_END, ends, dtype=pl.Int64).cast(dtype))
-        structs = frame.select(pl.struct(self.users).alias("e")).to_series().to_arrow()
+        taken = np.fromiter((i for f in flats for i in f), dtype=np.int64)
+        structs = self.frame.select(pl.struct(self.users).alias("e"))[taken].to_series().to_arrow()
         if isinstance(structs, pa.ChunkedArray):
             structs = structs.combine_chunks()
-        for s, stage in enumerate(compiled.stages):
-            offsets = [0]
-            flat: list[int] = []
-            for it in items:
-                flat.extend(g - self.base for g, st in it.events if st == s)
-                offsets.append(len(flat))
-            values = structs.take(pa.array(flat, pa.int64()))
-            lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
-            series = pl.Series(stage.name, lists)
-            cols.append(series)
-        out = keys.hstack(cols) if by else pl.DataFrame(cols)
-        return out.with_columns(pl.Series(EVENT_TIME, ends, dtype=pl.Int64))
+        cols: list[pl.Series] = [
+            pl.Series(PATTERN, [step_id] * len(items), dtype=pl.String),
+            pl.Series(MATCH_START, starts, dtype=pl.Int64).cast(dtype),
+            pl.Series(TIMED_OUT_AT if timed_out else MATCH_END, ends, dtype=pl.Int64).cast(dtype),
+        ]
+        at = 0
+        for st_, f, off in zip(compiled.stages, flats, offsets, strict=True):
+            lists = pa.ListArray.from_arrays(pa.array(off, pa.int32()), structs.slice(at, len(f)))
+            cols.append(pl.Series(st_.name, lists))
+            at += len(f)
+        out = self.frame.select(by)[first].hstack(cols) if by else pl.DataFrame(cols)
+        times = [it.at if isinstance(it, Found) and it.at is not None else e for it, e in zip(items, ends, strict=True)]
+        return out.with_columns(pl.Series(EVENT_TIME, times, dtype=pl.Int64))
+
+
+def fed(by: list[str]) -> pl.Expr:
+    """Rows the NFA sees when adjacency matters (rows sorted by key, event time): the candidates, and
+    each non-candidate right after a candidate (or first of its key here): it takes no stage, but it
+    ends the strict-contiguity branches (next, consecutive) waiting on the key, so those are not
+    reported as timed out later. Further non-candidates in a row change nothing."""
+    prev = pl.col(MASK).shift(1)
+    return (pl.col(MASK) != 0) | ((prev.over(by) if by else prev) != 0).fill_null(True)
 
 
 def feed(matcher: Matcher, cands: pl.DataFrame, by: list[str]) -> None:
@@ -179,16 +197,36 @@ class MatchOp(OrderedOp):
             f"{services.app_name}.{step.step_id}.timeouts" if t is True else t if isinstance(t, str) else None)
         self.previous = 0
         self.key_schema: dict[str, pl.DataType] | None = None  # of the matcher's keys (for snapshots)
+        self.matcher.report_timeouts = self.timeout_topic is not None
+        #: a row some condition group holds for (the vectorized pre-filter)
+        self._any = pl.any_horizontal([e.fill_null(False) for e in self.compiled.exprs])
+        self._checked: list[str] | None = None  # the columns check_columns last passed
 
     def process(self, df: pl.DataFrame, ctx: Ctx) -> pl.DataFrame | None:
+        """Vectorized pre-filter: unless adjacency matters, one pass over the batch keeps only the rows
+        some condition group holds for (plus late rows, which go to the late topic), and the bit mask
+        is computed on those few; the rest of the operator never sees the other rows."""
+        where = f"step {self.step.step_id!r}"
         try:
-            df = with_mask(self.compiled, df, f"step {self.step.step_id!r}")
+            if not self.compiled.needs_positions and EVENT_TIME in df.columns:
+                if self._checked != df.columns:
+                    check_columns(self.compiled, df.columns, where)
+                    self._checked = df.columns
+                ts = pl.col(EVENT_TIME)
+                late = ts < (pl.col(WATERMARK) if WATERMARK in df.columns and not self.multi_source
+                             else pl.lit(self.watermark, dtype=pl.Int64))
+                df = with_mask(self.compiled, df.filter(self._any | late), where)
+                if df.is_empty():
+                    return None
+            else:
+                df = with_mask(self.compiled, df, where)
         except PlanError as e:
             raise PlanError(f"{e} (topic {ctx.topic!r}, partition {ctx.partition})") from None
-        n = len(self.buffer)
+        except (pl.exceptions.PolarsError, TypeError, ValueError) as e:  # the pre-filter's conditions
+            raise PlanError(f"{where}: a condition of pattern {self.compiled.pattern.describe()} failed on the data: "
+                            f"{type(e).__name__}: {' '.join(str(e).split())}; check the columns' types "
+                            f"(topic {ctx.topic!r}, partition {ctx.partition})") from e
         super().process(df, ctx)
-        if not self.compiled.needs_positions and len(self.buffer) > n:
-            self.buffer[-1] = self.buffer[-1].filter(pl.col(MASK) != 0)
         return None
 
     def release(self, rows: pl.DataFrame, previous: int) -> pl.DataFrame | None:
@@ -204,7 +242,7 @@ class MatchOp(OrderedOp):
             new_carry = (keys.select(self.by) if self.by else pl.DataFrame()).with_columns(
                 pl.Series("_n", n0 + lens, dtype=pl.Int64))
             self.carry = self.update_carry(self.carry, new_carry)
-            rows = rows.with_columns(pl.Series(POS, pos, dtype=pl.Int64)).filter(pl.col(MASK) != 0)
+            rows = rows.with_columns(pl.Series(POS, pos, dtype=pl.Int64)).filter(fed(self.by))
         if rows.is_empty():
             return None
         if self.key_schema is None and self.by:
@@ -221,6 +259,8 @@ class MatchOp(OrderedOp):
         return None
 
     def advance(self, watermark: int) -> pl.DataFrame | None:
+        # the output's watermark: the one before this advance (pending matches may close with no release)
+        self.previous = max(self.watermark, -MAX_TIME)
         super().advance(watermark)
         m = self.matcher
         m.expire(self.watermark)
@@ -330,7 +370,7 @@ def find(pattern: Pattern, df: pl.DataFrame, *, by: str | Sequence[str] | None =
     if compiled.needs_positions:
         rows = rows.with_columns((pl.int_range(pl.len()).over(keys) if keys else pl.int_range(pl.len()))
                                  .cast(pl.Int64).alias(POS))
-    rows = rows.filter(pl.col(MASK) != 0)
+    rows = rows.filter(fed(keys) if compiled.needs_positions else pl.col(MASK) != 0)
     store = Store()
     matcher = Matcher(compiled, store.row)
     cands = store.add(rows.with_columns(pl.lit(0, dtype=pl.Int32).alias(_SRC)))
@@ -338,6 +378,8 @@ def find(pattern: Pattern, df: pl.DataFrame, *, by: str | Sequence[str] | None =
     matcher.expire(1 << 62)
     empty = _empty(df, keys, compiled, dtype)
     found = store.build(matcher.found, keys, compiled, "find", dtype).drop(EVENT_TIME) if matcher.found else empty
+    if compiled.trailing and keys:  # pending matches closed by the final watermark came key-interleaved
+        found = found.sort(keys, nulls_last=True, maintain_order=True)
     if not timeouts:
         return found
     gone = store.build(matcher.timed_out, keys, compiled, "find", dtype).drop(EVENT_TIME) \

@@ -33,10 +33,15 @@ tests implements exactly this):
 - ``until(c)``: a loop takes no more events once an event satisfying ``c`` occurs after its first;
 - ``greedy()``: a loop is left only when it could not take the next event (no event up to and
   including the next stage's first could have continued it);
+- ``not_followed_by(c)`` **at the end** (needs ``within(d)``, as in Flink): no event after the last
+  positive stage's last event and before first event time + ``d`` satisfies ``c``; such a match is
+  *pending* until that window closes (the watermark, or a later event of the key, reaches first
+  event time + ``d``) and is emitted then, with ``_event_time`` = first event time + ``d`` - 1;
 - ``within(d)``: last event time - first event time < ``d``; partial matches that can no longer
   complete in time are *timed out* (written to the step's side topic);
-- matches are emitted when their last event is processed, ordered by (last event, first event,
-  the events themselves); the **after-match skip strategy** then drops partial and pending
+- matches are emitted when their last event is processed (pending ones: when their window closes),
+  ordered by (last event, first event, the events themselves) (pending ones: by (first event, the
+  events)); the **after-match skip strategy** then drops partial and pending
   matches: ``no_skip`` none, ``skip_to_next`` those starting at or before the match's first
   event, ``skip_past_last_event`` those starting at or before its last event,
   ``skip_to_first(s)`` / ``skip_to_last(s)`` those starting before the first / last event of
@@ -207,7 +212,8 @@ class Pattern:
         return self._add(Stage(_name(name, "not_next"), negative=True, contiguity="strict"))
 
     def not_followed_by(self, name: str) -> Pattern:
-        """No event between the previous and the next stage may satisfy this stage's condition."""
+        """No event between the previous and the next stage may satisfy this stage's condition. At the end
+        of a pattern (with ``within``): none until the match's window closes; the match is emitted then."""
         return self._add(Stage(_name(name, "not_followed_by"), negative=True, contiguity="relaxed"))
 
     # ------------------------------------------------------------------ conditions
@@ -367,6 +373,9 @@ class Compiled:
     has_fns: bool
     within_ms: int | None
     skip: AfterMatch
+    #: conditions of the not_followed_by stages ending the pattern: a match that reaches the last positive
+    #: stage is *pending* until its window closes (first event time + within) with none of them seen
+    trailing: tuple[CompiledCond, ...] = ()
 
     @classmethod
     def of(cls, pat: Pattern, by: tuple[str, ...] = ()) -> Compiled:
@@ -377,9 +386,15 @@ class Compiled:
         if st[0].negative:
             raise PlanError(f"pattern {pat.describe()!r} starts with a negative stage {st[0].name!r}: "
                             "begin with a positive stage")
-        if st[-1].negative:
-            raise PlanError(f"pattern {pat.describe()!r} ends with negative stage {st[-1].name!r}: add a positive "
-                            "stage after it (a pattern cannot end in not_next / not_followed_by)")
+        tail = st[max(i for i, s in enumerate(st) if not s.negative) + 1:]
+        if any(s.contiguity == "strict" for s in tail):
+            raise PlanError(f"pattern {pat.describe()!r} ends with not_next stage "
+                            f"{next(s.name for s in tail if s.contiguity == 'strict')!r}: add a positive "
+                            "stage after it, or use not_followed_by(...) with within(...) at the end")
+        if st[-1].negative and pat.within_ms is None:
+            raise PlanError(f"pattern {pat.describe()!r} ends with not_followed_by stage {st[-1].name!r} but has no "
+                            "time bound: add .within(duration) (a match completes when that window closes with no "
+                            "forbidden event), or add a positive stage after it")
         positives = [s for s in st if not s.negative]
         for s in st:
             if s.negative and (s.loops or s.optional or s.greedy or s.until or s.inner != "relaxed"):
@@ -439,11 +454,12 @@ class Compiled:
                     break
                 after.append((t.contiguity == "strict", comp(t.cond)))
             negs.append(tuple(after))
+        trailing = tuple(c for _, c in negs[-1]) if st[-1].negative else ()
         all_conds = [*conds, *[u for u in untils if u], *[c for n in negs for _, c in n]]
         needs = any(s.contiguity == "strict" for s in positives[1:]) or any(s.inner == "strict" for s in positives) \
             or any(nx for n in negs for nx, _ in n)
         return cls(pat, tuple(positives), tuple(conds), tuple(untils), tuple(negs), tuple(exprs), needs,
-                   any(c.has_fns for c in all_conds), pat.within_ms, pat.skip)
+                   any(c.has_fns for c in all_conds), pat.within_ms, pat.skip, trailing)
 
     def columns(self) -> set[str]:
         """User columns the vectorized conditions read."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from brute import RStage, matches
+from brute import RStage, matches, timed_out
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,11 +35,28 @@ CONDS: dict[str, tuple[pl.Expr, Callable[[dict[str, Any]], bool]]] = {
 QUANT = ["one", "times2", "times1_2", "one_or_more", "times2_more"]
 
 
+def _first(m: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
+    return next((evs[0] for evs in m.values() if evs), None)
+
+
+#: conditions that look at the partial match (callables only): ANDed to a stage's condition
+MATCH_CONDS: dict[str, Callable[[dict[str, Any], dict[str, list[dict[str, Any]]]], bool]] = {
+    # the event's v equals the match's first event's v (any v when nothing is taken yet)
+    "like_first": lambda e, m: (f := _first(m)) is None or e["v"] == f["v"],
+    # the event's n is at least the number of events taken so far, minus one
+    "n_ge_taken": lambda e, m: e["n"] >= sum(len(v) for v in m.values()) - 1,
+}
+
+
 Pred = Callable[[dict[str, Any]], bool]
 
 
 def _either(a: Pred, b: Pred) -> Pred:
     return lambda e: a(e) or b(e)
+
+
+def _both(a: Pred, b: Callable[[dict[str, Any], dict[str, list[dict[str, Any]]]], bool]) -> Callable[..., bool]:
+    return lambda e, m: a(e) and b(e, m)
 
 
 @st.composite
@@ -49,11 +66,13 @@ def patterns(draw: st.DrawFn) -> tuple[es.cep.Pattern, list[RStage], int | None,
     for i in range(n_pos):
         if i > 0 and draw(st.integers(0, 4)) == 0:
             spec.append({"neg": True, "contig": draw(st.sampled_from(["strict", "relaxed"])),
-                         "cond": draw(st.sampled_from(sorted(CONDS)))})
+                         "cond": draw(st.sampled_from(sorted(CONDS))),
+                         "mfn": draw(st.sampled_from([None, None, None, *sorted(MATCH_CONDS)]))})
         s: dict[str, Any] = {"neg": False, "contig": draw(st.sampled_from(["strict", "relaxed", "any"])),
                              "cond": draw(st.sampled_from(sorted(CONDS))),
                              "or": draw(st.sampled_from([None, None, *sorted(CONDS)])),
                              "fn": draw(st.integers(0, 5)) == 0,
+                             "mfn": draw(st.sampled_from([None, None, None, None, *sorted(MATCH_CONDS)])),
                              "quant": draw(st.sampled_from(QUANT)),
                              "optional": draw(st.integers(0, 4)) == 0,
                              "inner": draw(st.sampled_from(["strict", "relaxed", "any"])),
@@ -61,6 +80,10 @@ def patterns(draw: st.DrawFn) -> tuple[es.cep.Pattern, list[RStage], int | None,
                              "greedy": draw(st.integers(0, 3)) == 0}
         spec.append(s)
     within = draw(st.sampled_from([None, None, 3, 6]))
+    if within is not None and draw(st.integers(0, 2)) == 0:  # not_followed_by at the end (needs within)
+        for _ in range(draw(st.integers(1, 2))):
+            spec.append({"neg": True, "contig": "relaxed", "cond": draw(st.sampled_from(sorted(CONDS))),
+                         "mfn": draw(st.sampled_from([None, None, None, *sorted(MATCH_CONDS)]))})
     skip_kind = draw(st.sampled_from(["no_skip", "skip_to_next", "skip_past_last_event", "skip_to_first",
                                       "skip_to_last"]))
     # legalize: no negative after an optional stage; greedy needs a mandatory stage after it
@@ -68,7 +91,7 @@ def patterns(draw: st.DrawFn) -> tuple[es.cep.Pattern, list[RStage], int | None,
     if all(s["optional"] for s in positives):
         positives[-1]["optional"] = False
     for i, s in enumerate(spec):
-        if s["neg"] and spec[i - 1]["optional"]:
+        if s["neg"] and spec[i - 1].get("optional"):
             spec[i - 1]["optional"] = False
     names = [f"s{i}" for i in range(len(spec))]
     pos_names = [nm for nm, s in zip(names, spec, strict=True) if not s["neg"]]
@@ -86,16 +109,22 @@ def patterns(draw: st.DrawFn) -> tuple[es.cep.Pattern, list[RStage], int | None,
             pat = pat.not_next(nm) if s["contig"] == "strict" else pat.not_followed_by(nm)
         else:
             pat = {"strict": pat.next, "relaxed": pat.followed_by, "any": pat.followed_by_any}[s["contig"]](nm)
+        mfn = MATCH_CONDS[s["mfn"]] if s["mfn"] else None
         if s["neg"]:
             pat = pat.where(expr)
-            ref.append(RStage(nm, fn, negative=True, contig=s["contig"]))
+            neg: Callable[..., bool] = fn
+            if mfn is not None:
+                pat, neg = pat.where(mfn), _both(fn, mfn)
+            ref.append(RStage(nm, neg, negative=True, contig=s["contig"]))
             continue
-        cond: Callable[[dict[str, Any]], bool] = fn
+        cond: Callable[..., bool] = fn
         pat = pat.where((lambda e, m, _f=fn: _f(e)) if s["fn"] else expr)
         if s["or"] is not None:
             e2, f2 = CONDS[s["or"]]
             pat = pat.or_where(e2)
             cond = _either(fn, f2)
+        if mfn is not None:
+            pat, cond = pat.where(mfn), _both(cond, mfn)
         lo, hi = {"one": (1, 1), "times2": (2, 2), "times1_2": (1, 2), "one_or_more": (1, None),
                   "times2_more": (2, None)}[s["quant"]]
         if (lo, hi) != (1, 1):
@@ -160,15 +189,26 @@ def _stage_names(pat: es.cep.Pattern) -> list[str]:
     return [s.name for s in pat.stages if not s.negative]
 
 
+def _expected_timeouts(ref: list[RStage], df: pl.DataFrame, within: int,
+                       skip: tuple[str, str | None]) -> list[tuple[str, int, int, tuple[tuple[int, str], ...]]]:
+    out = []
+    for key in ("k1", "k2"):
+        evs = df.filter(pl.col("key") == key).sort("ts").to_dicts()
+        out += [(key, *m) for m in timed_out(ref, evs, within=within, skip=skip)]
+    return out
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(patterns(), event_lists())
 def test_find_equals_brute_force(case: Any, df: pl.DataFrame) -> None:
     pat, ref, within, skip = case
     want = _expected(ref, df, within, skip)
-    found = es.cep.find(pat, df, by="key", time="ts")
-    assert isinstance(found, pl.DataFrame)
+    found, gone = es.cep.find(pat, df, by="key", time="ts", timeouts=True)
     got = _got(found, _stage_names(pat))
     assert got == want, f"pattern {pat.describe()}\nevents {df.to_dicts()}"
+    if within is not None:  # timed-out partial matches (the side output)
+        assert sorted(_got(gone, _stage_names(pat))) == _expected_timeouts(ref, df, within, skip), \
+            f"time-outs of pattern {pat.describe()}\nevents {df.to_dicts()}"
 
 
 class _Services:
@@ -231,11 +271,15 @@ def test_out_of_order_within_the_bound_equals_in_order(case: Any, df: pl.DataFra
                                                        chunk: int) -> None:
     pat, ref, within, skip = case
     want = _expected(ref, df, within, skip)
-    out, _ = run_operator(pat, df, delay=delay, seed=seed, chunk=chunk)
+    out, services = run_operator(pat, df, delay=delay, seed=seed, chunk=chunk)
     got = _got(out, _stage_names(pat)) if out.height else []
     # per key, the operator emits in the reference's order; keys interleave by release
     for key in ("k1", "k2"):
         assert [g for g in got if g[0] == key] == [w for w in want if w[0] == key], pat.describe()
+    # time-outs (partial matches closed by a later event or by the watermark) equal those of find
+    _, gone = es.cep.find(pat, df, by="key", time="ts", timeouts=True)
+    side = pl.concat(services.side) if services.side else gone.clear()
+    assert sorted(_got(side, _stage_names(pat))) == sorted(_got(gone, _stage_names(pat))), pat.describe()
 
 
 def test_flink_documented_skip_examples() -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+from brute import RStage, matches
 
 import everstream as es
 from everstream.finance import market, patterns, payments
@@ -80,3 +82,96 @@ def test_w5_benchmark_reference_agrees_with_the_matcher(tmp_path: Path) -> None:
     key = ["card", "match_start"]
     assert want.height > 10  # background bursts as well as the injected ones
     assert got.sort(key).equals(want.drop("large_amount").sort(key))
+
+
+# ---------------------------------------------------------------------- the ready patterns vs the brute-force reference
+
+Ev = dict[str, Any]
+SoFar = dict[str, list[Ev]]
+
+
+def _touch(e: Ev) -> bool:
+    return bool(e["price"] >= e["bid"]) if e["side"] == "B" else bool(e["price"] <= e["ask"])
+
+
+def _away(e: Ev) -> bool:
+    return bool(e["price"] < e["bid"]) if e["side"] == "B" else bool(e["price"] > e["ask"])
+
+
+def _layer(e: Ev, m: SoFar) -> bool:
+    ls = m["layers"]
+    return e["event"] == "new" and _away(e) and (
+        not ls or (e["side"] == ls[0]["side"] and all(e["price"] != x["price"] for x in ls)))
+
+
+def _cancels_layer(e: Ev, m: SoFar) -> bool:
+    live = {x["order_id"] for x in m["layers"]} - {x["order_id"] for x in m["cancels"]}
+    return e["event"] == "cancel" and e["order_id"] in live
+
+
+def _mirror(e: Ev, m: SoFar) -> bool:
+    a = m["first"][0] if m["first"] else None
+    return e["event"] == "fill" and a is not None and (e["side"], e["qty"], e["price"], e["venue"]) == (
+        "S" if a["side"] == "B" else "B", a["qty"], a["price"], a["venue"])
+
+
+#: each ready pattern restated from research/finance.md §1–2 as plain-Python stages for brute.matches:
+#: (stages, within ms, skip); the skip is skip_past_last_event for all five
+REFERENCE: dict[str, tuple[list[RStage], int]] = {
+    "card_testing": ([RStage("small", lambda e: e["amount"] < 2.0, min=3, max=None),
+                      RStage("large", lambda e: e["amount"] > 500.0)], 600_000),
+    "account_takeover": ([RStage("new_device", lambda e: e["event"] == "login" and bool(e["new_device"])),
+                          RStage("credential_change", lambda e: e["event"] == "credential_change"),
+                          RStage("new_payee", lambda e: e["event"] == "add_payee"),
+                          RStage("transfer", lambda e: e["event"] == "transfer" and e["amount"] >= 5_000)], 3_600_000),
+    "spoofing": ([RStage("bait", lambda e: e["event"] == "new" and e["qty"] >= 5_000 and _touch(e)),
+                  RStage("opposite", lambda e, m: e["event"] == "new" and e["side"] != m["bait"][0]["side"]),
+                  RStage("fill", lambda e, m: e["event"] == "fill" and e["order_id"] == m["opposite"][0]["order_id"]),
+                  RStage("cancel", lambda e, m: e["event"] == "cancel" and e["order_id"] == m["bait"][0]["order_id"])],
+                 30_000),
+    "layering": ([RStage("layers", _layer, min=3, max=None),
+                  RStage("execution", lambda e, m: e["event"] == "fill" and e["side"] != m["layers"][0]["side"]),
+                  RStage("cancels", _cancels_layer, min=3, max=3)], 60_000),
+    "wash_trade": ([RStage("first", lambda e: e["event"] == "fill"),
+                    RStage("second", _mirror, contig="any")], 1),
+}
+
+
+def _brute_all(name: str, events: pl.DataFrame) -> list[tuple[Any, ...]]:
+    stages, within = REFERENCE[name]
+    by = list(patterns.READY[name][1])
+    rows = events.with_row_index("_i").with_columns(pl.col("ts").dt.epoch("ms").alias("_t")) \
+        .sort([*by, "_t", "_i"])
+    out = []
+    for key, group in rows.group_by(by, maintain_order=True):
+        evs = group.to_dicts()
+        for _, _, pairs in matches(stages, evs, time="_t", within=within, skip=("skip_past_last_event", None)):
+            out.append((*key, tuple(sorted((evs[x]["_i"], s) for x, s in pairs))))
+    return sorted(out)
+
+
+def _found_all(name: str, events: pl.DataFrame) -> list[tuple[Any, ...]]:
+    by = list(patterns.READY[name][1])
+    stages = [s.name for s in patterns.READY[name][0]().stages if not s.negative]
+    got = _find(name, events.with_row_index("_i"))
+    out = []
+    for row in got.iter_rows(named=True):
+        pairs = sorted((e["_i"], s) for s in stages for e in row[s])
+        out.append((*(row[k] for k in by), tuple(pairs)))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_ready_patterns_equal_the_brute_force_reference(name: str, orders: payments.Simulated) -> None:
+    """Every match of each ready pattern (all its events, by stage) equals the brute-force matcher's
+    over the same simulated data (injected cases and background), per key."""
+    if name == "card_testing":
+        sim = payments.card_authorizations(20_000, seed=4, cards=2_000)
+        events = sim.events.drop("seq")
+    elif name == "account_takeover":
+        events = payments.account_events(400, takeovers=3, seed=2).events
+    else:
+        events = orders.events
+    want = _brute_all(name, events)
+    assert len(want) >= 3, f"{name}: the simulated data holds too few cases to test anything"
+    assert _found_all(name, events) == want
