@@ -5,6 +5,14 @@ our/peer ratios), ``docs/benchmarks.png`` (needs the ``bench`` extra: matplotlib
 results to ``benchmarks/results.json``.
 
     python benchmarks/compare.py --finance-events 1000000 --nexmark-events 500000
+    python benchmarks/compare.py --only finance:w4,nexmark:q3 --engines bytewax,pathway --repeat 3
+
+``--only`` (cells ``suite:query``) and/or ``--engines`` run part of the grid and MERGE the results into
+the existing results file (the same (suite, query, engine) entries are replaced), then rewrite the
+report from the merged file. ``--repeat N`` runs each cell N times: the cell reports the median
+events/s (and events/CPU-s), with the min–max spread in the JSON (``runs``, ``events_per_s_min``,
+``events_per_s_max``, ``events_per_s_runs``) and compactly in the table. ``--results PATH`` writes
+somewhere else than ``benchmarks/results.json`` (a scratch copy while testing a runner).
 
 Every engine runs each query in a fresh process, one at a time. Peers read the same Parquet file
 that everstream's input log was filled from; each result is checked against the DuckDB batch
@@ -22,6 +30,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,11 +42,13 @@ import polars as pl
 
 from everstream.bench.harness import RssSampler, check_output, dataset, side_inputs
 from everstream.bench.queries import SUITES, get
+from everstream.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "benchmarks" / "peers"
 VENV_PEERS = ROOT / "benchmarks" / ".venv-peers" / "bin" / "python"
 VENV_FLINK = ROOT / "benchmarks" / ".venv-flink" / "bin" / "python"
+RESULTS = ROOT / "benchmarks" / "results.json"
 
 #: engine -> (interpreter, script args)
 ENGINES: dict[str, tuple[Path | str, list[str]]] = {
@@ -121,6 +132,99 @@ def _error_line(stderr: str, code: int) -> str:
     return lines[-1][:500] if lines else f"exit {code}"
 
 
+def parse_cells(spec: str) -> list[tuple[str, str]]:
+    """``"finance:w4,nexmark:q3"`` -> ``[("finance", "w4"), ("nexmark", "q3")]``; ``suite:*`` (or a bare
+    suite name) means every query of the suite everstream or a peer can run. Unknown names raise ConfigError."""
+    cells: list[tuple[str, str]] = []
+    for item in (x.strip() for x in spec.split(",")):
+        if not item:
+            continue
+        suite, _, query = item.partition(":")
+        suite, query = suite.strip().lower(), query.strip().lower()
+        if suite not in SUITES:
+            raise ConfigError(f"--only {item!r}: unknown suite {suite!r}; cells look like "
+                              f"finance:w4 or nexmark:q3 (suites: {', '.join(SUITES)})")
+        if query in ("", "*"):
+            cells += [(suite, q) for q in SUITES[suite] if (suite, q) not in cells]
+            continue
+        get(suite, query)  # ConfigError naming the known queries
+        if (suite, query) not in cells:
+            cells.append((suite, query))
+    if not cells:
+        raise ConfigError(f"--only {spec!r} names no cell: use suite:query, for example finance:w4,nexmark:q3")
+    return cells
+
+
+def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell's result from ``runs`` repetitions (fresh process each).
+
+    All runs ok: the run whose events/s is the median (``median_low``, so its other fields belong to a
+    real run), with ``events_per_s`` and ``events_per_cpu_s`` replaced by the medians over all runs,
+    ``peak_rss_mb`` the maximum, ``correct`` only if every run was correct (else the first wrong run's
+    ``check``), and the spread: ``runs``, ``events_per_s_min``/``_max`` and ``events_per_s_runs``.
+    Any run not ok: the first such run (a failure is not averaged away), with ``runs`` and
+    ``failed_runs``."""
+    if not runs:
+        raise ConfigError("summarize_runs needs at least one run (--repeat must be >= 1)")
+    if len(runs) == 1:
+        return runs[0]
+    bad = [r for r in runs if r.get("status") != "ok"]
+    if bad:
+        return {**bad[0], "runs": len(runs), "failed_runs": len(bad)}
+    rates = [float(r["events_per_s"]) for r in runs]
+    mid = statistics.median_low(rates)
+    out = dict(next(r for r in runs if float(r["events_per_s"]) == mid))
+    cpu = [float(r["events_per_cpu_s"]) for r in runs if r.get("events_per_cpu_s")]
+    wrong = [r for r in runs if not r.get("correct")]
+    out.update(runs=len(runs), events_per_s=round(statistics.median(rates)), events_per_s_min=round(min(rates)),
+               events_per_s_max=round(max(rates)), events_per_s_runs=[round(x) for x in rates],
+               events_per_cpu_s=round(statistics.median(cpu)) if cpu else None,
+               peak_rss_mb=max(float(r.get("peak_rss_mb") or 0.0) for r in runs), correct=not wrong)
+    if wrong:
+        out["check"] = f"{len(wrong)} of {len(runs)} runs wrong; first: {wrong[0].get('check')}"
+    return out
+
+
+def check_sizes(saved: dict[str, Any] | None, suites: set[str], sizes: dict[str, int]) -> None:
+    """ConfigError if a suite of ``suites`` was saved at another size than ``sizes`` says (checked before a
+    partial run starts, so a mismatch costs no measurement)."""
+    old_sizes: dict[str, int] = dict((saved or {}).get("sizes", {}))
+    for suite in sorted(suites):
+        if suite in old_sizes and old_sizes[suite] != sizes[suite]:
+            raise ConfigError(f"cannot merge {suite} results for {sizes[suite]:,} events into a results file "
+                              f"measured at {old_sizes[suite]:,}: pass --{suite}-events {old_sizes[suite]} "
+                              "(or --results PATH for a separate file)")
+
+
+def merge_results(saved: dict[str, Any] | None, new: list[dict[str, Any]], sizes: dict[str, int],
+                  elapsed_s: float, day: dt.date) -> dict[str, Any]:
+    """The results file after a partial run: ``saved``'s entries with those of ``new`` replacing the same
+    (suite, query, engine); new cells are added. A suite whose size differs from the saved one cannot be
+    merged (the report states one size per suite): ConfigError naming both sizes and the fix."""
+    if saved is None:
+        return {"date": day.isoformat(), "sizes": dict(sizes), "elapsed_s": elapsed_s, "results": list(new)}
+    touched = {r["suite"] for r in new}
+    check_sizes(saved, touched, sizes)
+    old_sizes: dict[str, int] = dict(saved.get("sizes", {}))
+    keys = {(r["suite"], r["query"], r["engine"]) for r in new}
+    kept = [r for r in saved.get("results", []) if (r["suite"], r["query"], r["engine"]) not in keys]
+    merged_sizes = {**old_sizes, **{s: sizes[s] for s in touched}}
+    for suite, n in sizes.items():
+        merged_sizes.setdefault(suite, n)
+    return {"date": day.isoformat(), "sizes": merged_sizes,
+            "elapsed_s": float(saved.get("elapsed_s", 0.0)) + elapsed_s, "results": kept + list(new)}
+
+
+def spread(r: dict[str, Any]) -> str:
+    """The compact repeat spread of a cell, `` [1.10–1.31 M] ×3``; empty for a single run."""
+    if int(r.get("runs") or 1) <= 1 or r.get("events_per_s_min") is None:
+        return ""
+    lo, hi = float(r["events_per_s_min"]), float(r["events_per_s_max"])
+    unit, div = ("M", 1e6) if hi >= 1e6 else ("k", 1e3)
+    digits = 2 if unit == "M" else 0
+    return f" [{lo / div:.{digits}f}–{hi / div:.{digits}f} {unit}] ×{r['runs']}"
+
+
 def _fmt(v: float | None) -> str:
     return "–" if v is None else f"{v / 1e6:.2f} M" if v >= 1e6 else f"{v / 1e3:.0f} k"
 
@@ -166,10 +270,13 @@ def write_report(results: list[dict[str, Any]], sizes: dict[str, int], out_md: P
         "differences under 1.5x as ties).",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in _versions().items()) + ".",
         f"Sizes: finance {sizes['finance']:,} trades; Nexmark {sizes['nexmark']:,} events (Person:Auction:Bid "
-        "1:3:46). One run per cell (fresh process).", "",
+        "1:3:46). One run per cell (fresh process), except cells showing `[min–max] ×N`: the median of N runs "
+        "(`--repeat`), with the range of their ev/s.", "",
         "- **ev/s**: input events / wall seconds. everstream: log -> engine -> log with the input already in the "
-        "embedded log; Polars, DuckDB, Bytewax: Parquet -> result in memory; PyFlink: CSV copy -> result in memory "
-        "(the wheel has no Parquet format; JVM start, warm-up job and the conversion are untimed); Pathway: CSV copy "
+        "embedded log; Polars, DuckDB, Bytewax: Parquet -> result in memory; PyFlink: CSV copy -> result written "
+        "by the job (Flink's filesystem connector, CSV; the updating q4/q17 into a blackhole sink), with the rows "
+        "for the check fetched after the clock (the wheel has no Parquet format; JVM start, warm-up job and the "
+        "conversion are untimed); Pathway: CSV copy "
         "(static mode) -> result; Quix Streams: Kafka topic on the local broker -> result (producing it is untimed).",
         "- **ev/CPU-s**: input events / CPU seconds of the measured section (all threads, and child processes such "
         "as PyFlink's JVM): the per-core figure. Polars and DuckDB use both cores; Bytewax, Pathway and Quix Streams "
@@ -184,12 +291,13 @@ def write_report(results: list[dict[str, Any]], sizes: dict[str, int], out_md: P
     ]
 
     def cell(r: dict[str, Any] | None) -> str:
+        """One table cell: ev/s (with the repeat spread), ev/CPU-s, RSS, correctness; or the status."""
         if r is None:
             return "–"
         if r.get("status") != "ok":
             return str(r.get("status"))
         ok = "ok" if r.get("correct") else "WRONG"
-        return (f"{_fmt(r['events_per_s'])} ev/s, {_fmt(r.get('events_per_cpu_s'))} ev/CPU-s, "
+        return (f"{_fmt(r['events_per_s'])} ev/s{spread(r)}, {_fmt(r.get('events_per_cpu_s'))} ev/CPU-s, "
                 f"{r['peak_rss_mb']:.0f} MB, {ok}")
 
     for suite, queries in SUITES.items():
@@ -302,37 +410,72 @@ def main() -> None:
     ap.add_argument("--nexmark-events", type=int, default=500_000)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--data", type=Path, default=ROOT / "benchmarks" / ".data")
-    ap.add_argument("--engines", default=",".join(["everstream", *ENGINES]))
+    ap.add_argument("--engines", default=None,
+                    help=f"comma-separated subset of everstream,{','.join(ENGINES)} (default: all); a subset "
+                         "merges into --results")
+    ap.add_argument("--only", default=None, metavar="CELLS",
+                    help="run only these cells, e.g. finance:w4,nexmark:q3 (suite:* = a whole suite); "
+                         "merges into --results")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per cell; the cell reports the median")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per run before it is reported as timeout")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    ap.add_argument("--report-only", action="store_true", help="rewrite the report from benchmarks/results.json")
+    ap.add_argument("--results", type=Path, default=RESULTS,
+                    help="the raw results file (read for merging and by --report-only, then written)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="the report (default docs/benchmarks.md; with --results PATH: PATH with suffix .md)")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the report from the --results file")
     a = ap.parse_args()
+    if a.out is None:
+        a.out = ROOT / "docs" / "benchmarks.md" if a.results.resolve() == RESULTS else a.results.with_suffix(".md")
     if a.report_only:
-        saved = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+        saved = json.loads(a.results.read_text())
         write_report(saved["results"], saved["sizes"], a.out, a.out.with_suffix(".png"), saved["elapsed_s"],
                      dt.date.fromisoformat(saved["date"]))
         return
+    if a.repeat < 1:
+        raise SystemExit(f"--repeat {a.repeat}: must be at least 1")
+    known = ["everstream", *ENGINES]
+    engines = [e.strip() for e in (a.engines or ",".join(known)).split(",") if e.strip()]
+    unknown = [e for e in engines if e not in known]
+    if unknown:
+        raise SystemExit(f"--engines: unknown {unknown}; use some of {','.join(known)}")
+    try:
+        cells = set(parse_cells(a.only)) if a.only else None
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
+    partial = cells is not None or a.engines is not None
     sizes = {"finance": a.finance_events, "nexmark": a.nexmark_events}
-    engines = a.engines.split(",")
+    previous = json.loads(a.results.read_text()) if partial and a.results.exists() else None
+    try:
+        check_sizes(previous, {s for s, _ in cells} if cells is not None else set(SUITES), sizes)
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
     t_start = time.perf_counter()
     results: list[dict[str, Any]] = []
     for suite, queries in SUITES.items():
         for name, q in queries.items():
-            if q.build is None:
+            if q.build is None or (cells is not None and (suite, name) not in cells):
                 continue
             parquet = dataset(suite, sizes[suite], a.seed, a.data, q.tables[0])  # W5: the cards table
             others = side_inputs(q, parquet, sizes[suite], a.seed, a.data)  # W4: quotes
-            for e in engines:
-                r = (_everstream(suite, name, sizes[suite], a.data, a.timeout) if e == "everstream"
-                     else _peer(e, suite, name, parquet, sizes[suite], a.timeout, others))
+            for engine in engines:
+                runs = [(_everstream(suite, name, sizes[suite], a.data, a.timeout) if engine == "everstream"
+                         else _peer(engine, suite, name, parquet, sizes[suite], a.timeout, others))
+                        for _ in range(a.repeat)]
+                r = summarize_runs(runs)
                 results.append(r)
-                print(json.dumps({k: r.get(k) for k in ("engine", "suite", "query", "status", "events_per_s",
-                                                         "peak_rss_mb", "correct", "check")}), flush=True)
+                print(json.dumps({k: r[k] for k in ("engine", "suite", "query", "status", "events_per_s",
+                                                     "events_per_s_min", "events_per_s_max", "peak_rss_mb",
+                                                     "correct", "check", "reason") if k in r}), flush=True)
     elapsed = time.perf_counter() - t_start
-    saved = {"date": dt.date.today().isoformat(), "sizes": sizes, "elapsed_s": elapsed, "results": results}
-    (ROOT / "benchmarks" / "results.json").write_text(json.dumps(saved, indent=1))
-    write_report(results, sizes, a.out, a.out.with_suffix(".png"), elapsed)
-    print(f"wrote {a.out} and {a.out.with_suffix('.png')}", file=sys.stderr)
+    day = dt.date.today()
+    try:
+        saved = merge_results(previous, results, sizes, elapsed, day)
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
+    a.results.parent.mkdir(parents=True, exist_ok=True)
+    a.results.write_text(json.dumps(saved, indent=1))
+    write_report(saved["results"], saved["sizes"], a.out, a.out.with_suffix(".png"), saved["elapsed_s"], day)
+    print(f"wrote {a.results}, {a.out} and {a.out.with_suffix('.png')}", file=sys.stderr)
 
 
 if __name__ == "__main__":

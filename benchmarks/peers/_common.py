@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import os
 import time
@@ -35,6 +36,94 @@ def extra(name: str) -> Path:
     except KeyError:
         raise SystemExit(f"this query needs its {name!r} input: pass --extra {name}=PATH "
                          f"(benchmarks/compare.py does; got {sorted(_EXTRA) or 'none'})") from None
+
+
+# ------------------------------------------------------------------------- W5 (card testing) in plain Python
+
+#: W5's thresholds and window (everstream.finance.patterns.card_testing's defaults)
+SMALL, LARGE, MIN_SMALLS, WITHIN_MS = 2.00, 500.00, 3, 600_000
+#: the data's bounded disorder (event time): an event arrives at most this much after a later one
+DISORDER_MS = 2_000
+
+#: W5 output, everstream's match shape: the stages' events as list<struct<ts, amount>> (queries.py normalizes)
+_EVENT = pa.struct([("ts", pa.int64()), ("amount", pa.float64())])
+W5_SCHEMA = pa.schema([("card", pa.string()), ("match_start", pa.int64()), ("match_end", pa.int64()),
+                       ("small", pa.list_(_EVENT)), ("large", pa.list_(_EVENT))])
+
+#: one W5 alert: card, match_start, match_end, [(ts, amount) of the smalls], (ts, amount) of the large
+Alert = tuple[str, int, int, list[tuple[int, float]], tuple[int, float]]
+
+
+class CardMatcher:
+    """One card's card-testing matcher, fed its candidate events (amount < 2.00 or > 500.00) in
+    (ts, seq) order; the semantics of ``everstream.finance.patterns.card_testing`` (3+ smalls, then a
+    large within 10 minutes, skip past the last event), as ``queries._w5_reference`` states them:
+    each large ends at most one alert, whose smalls are those since the previous alert less than 10
+    minutes before it, if at least 3 and the last of them came after the previous large.
+
+    A peer's per-key state: smalls older than 10 minutes are dropped as time advances (they can never
+    join a later large), so the state stays bounded."""
+
+    __slots__ = ("card", "last_large", "pos", "smalls")
+
+    def __init__(self, card: str) -> None:
+        self.card = card
+        self.smalls: list[tuple[int, int, float]] = []  # (position, ts, amount) since the last alert
+        self.pos = 0
+        self.last_large = -1
+
+    def feed(self, ts: int, amount: float) -> Alert | None:
+        """The next candidate event of this card in (ts, seq) order; the alert it completes, if any."""
+        self.pos += 1
+        if amount < SMALL:
+            self.smalls.append((self.pos, ts, amount))
+            return None
+        if self.smalls and ts - self.smalls[0][1] >= WITHIN_MS:
+            self.smalls = [s for s in self.smalls if ts - s[1] < WITHIN_MS]
+        alert: Alert | None = None
+        if len(self.smalls) >= MIN_SMALLS and self.smalls[-1][0] > self.last_large:
+            alert = (self.card, self.smalls[0][1], ts, [(t, a) for _, t, a in self.smalls], (ts, amount))
+            self.smalls = []
+        self.last_large = self.pos
+        return alert
+
+
+class EventTimeBuffer:
+    """Per-key reorder buffer for input out of order by at most ``DISORDER_MS`` of event time: ``push``
+    returns the events now final in (ts, seq) order. The key's own highest time is a valid watermark:
+    a later event of the key has ``ts >= (highest ts of all earlier events) - DISORDER_MS``, and the
+    key's highest time is at most the stream's, so what lies at or below ``key max - DISORDER_MS``
+    can no longer be preceded (equal times go by seq, and a later arrival has a larger seq)."""
+
+    __slots__ = ("heap", "max_ts")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[int, int, Any]] = []
+        self.max_ts: int | None = None
+
+    def push(self, ts: int, seq: int, item: Any) -> list[tuple[int, int, Any]]:
+        heapq.heappush(self.heap, (ts, seq, item))
+        if self.max_ts is None or ts > self.max_ts:
+            self.max_ts = ts
+        wm = self.max_ts - DISORDER_MS
+        out = []
+        while self.heap and self.heap[0][0] <= wm:
+            out.append(heapq.heappop(self.heap))
+        return out
+
+    def drain(self) -> list[tuple[int, int, Any]]:
+        """End of input: everything left, in order."""
+        out = sorted(self.heap)
+        self.heap = []
+        return out
+
+
+def w5_table(alerts: list[Alert]) -> pa.Table:
+    """W5 alerts as everstream's match rows (the check normalizes them to n_small / large_amount)."""
+    return pa.Table.from_pylist(
+        [{"card": c, "match_start": s, "match_end": e, "small": [{"ts": t, "amount": a} for t, a in smalls],
+          "large": [{"ts": large[0], "amount": large[1]}]} for c, s, e, smalls, large in alerts],
+        schema=W5_SCHEMA)
 
 
 def _descendants(root: int) -> list[int]:
