@@ -9,7 +9,14 @@ What runs, all in one process on the embedded log (or Kafka with ``--broker``):
 - **pipelines** (engine apps, each its own consumer group fanned out from the same topics):
   ``bars`` (1-minute OHLCV + VWAP per symbol with early firing every second -> ``bars_1m``),
   ``positions`` (intraday net quantity and exposure per account -> ``positions``),
-  ``surveillance`` (trades over the notional limit -> ``alerts``);
+  ``surveillance`` (trades over the notional limit -> ``alerts``), ``fraud`` on payments (card
+  testing by CEP, and fraud scoring: on-arrival features + a LightGBM model -> ``fraud_decisions``,
+  a decision record per payment with score, model version and reason codes, in the topic browser;
+  not turned into alerts: the model is trained on the ML simulator, whose merchants see far less
+  traffic than the demo feed's, so its scores run high here and would flood the alerts list);
+- **model**: at first start a LightGBM fraud model is trained on a backfill of the payments
+  simulator (:func:`everstream.ml.simulate`, labels as known from its chargebacks) and promoted
+  in the registry topic ``models``; a restart on the same data reuses the champion;
 - **control plane**: REST API with OpenAPI (``/docs``), Prometheus ``/metrics``, and the web
   console at ``/`` (throughput, latency and lag per pipeline, bars chart, alerts, topic browser),
   bound to 127.0.0.1 unless told otherwise.
@@ -40,6 +47,9 @@ from everstream.log.open import open_log
 
 TRADES, BARS, POSITIONS, ALERTS = "trades", "bars_1m", "positions", "alerts"
 PAYMENTS, ACCOUNT_EVENTS, ORDERS, FRAUD_FEATURES = "payments", "account_events", "orders", "fraud_features"
+#: Scoring decisions (score, model version, reason codes) of every payment, and the model registry topic.
+FRAUD_DECISIONS, MODELS = "fraud_decisions", "models"
+
 #: How much of each replayed simulator's hour lies in the past at start (replayed at once).
 FEED_HISTORY = "40m"
 #: A trade above this notional raises a ``large_trade`` alert.
@@ -114,8 +124,33 @@ def build_feeds(seed: int) -> list[Feed]:
             Feed(ORDERS, "symbol", mkt, mkt_cases)]
 
 
-def build_pipelines() -> dict[str, Any]:
-    """The demo's engine apps by name (``name -> (App, description)``); each reads ``trades``."""
+def train_fraud_model(log: Any, seed: int, *, days: int = 4, per_day: int = 12_000) -> Any:
+    """The demo's model registry with a champion ``fraud`` model: reused when the registry topic has one,
+    else trained now (a few seconds) on ``days`` of the payments simulator, with the labels its chargebacks
+    had delivered by the end of the backfill, through the same on-arrival features the live step computes."""
+    from everstream.ml import LabelStore, ModelRegistry, feature_matrix, simulate, train_lightgbm
+    from everstream.ml.features import FEATURES, compute_features
+
+    registry = ModelRegistry(log, MODELS)
+    if registry.champion("fraud") is not None:
+        return registry
+    pay = simulate(days=days, transactions_per_day=per_day, cards=max(2_000, per_day // 3), seed=seed)
+    store = LabelStore()
+    store.add_snapshots(compute_features(pay.features_input()))
+    store.add_labels(pay.chargebacks)
+    end = pay.config.start_ms + days * 86_400_000
+    train = store.training_set(end, maturity_ms=86_400_000)
+    model = train_lightgbm(feature_matrix(train, FEATURES).to_numpy(), train.get_column("label").to_numpy(),
+                           FEATURES, rounds=80)
+    version = registry.register("fraud", model, train_start_ms=pay.config.start_ms, train_end_ms=end,
+                                metrics={"rows": train.height, "frauds": int(train.get_column("label").sum())})
+    registry.promote("fraud", version.version, reason="demo: trained on the simulator's backfill at start")
+    return registry
+
+
+def build_pipelines(registry: Any | None = None) -> dict[str, Any]:
+    """The demo's engine apps by name (``name -> (App, description)``); each reads ``trades``.
+    With a model ``registry`` the fraud app also scores every payment (see :func:`train_fraud_model`)."""
     import everstream as es
 
     bars = es.App("demo-bars")
@@ -155,6 +190,15 @@ def build_pipelines() -> dict[str, Any]:
                  amount_1h=es.rolling_sum("amount", "1h"), gap_ms=es.time_since_last())
      .select("ts", "card", "merchant", "amount", "n_10m", "amount_1h", "gap_ms")
      .to(FRAUD_FEATURES, key="card"))
+    if registry is not None:  # fraud scoring: on-arrival features (no watermark wait), the champion model
+        from everstream.ml import payment_features
+
+        ids = pay.with_columns((pl.col("_partition").cast(pl.Int64) * 10**12 + pl.col("_offset")).alias("txn_id"),
+                               pl.col("card").alias("device"), name="fraud_inputs")  # the feed has no device
+        scored = payment_features(ids, name="fraud_features").score(registry, "fraud", name="fraud_score")
+        (scored.select("txn_id", "ts", "card", "merchant", "amount", "score", "model_version",
+                       pl.col("reasons").list.join(", ").alias("reasons"), "score_latency_ms")
+         .to(FRAUD_DECISIONS, key="card", name="fraud_decisions"))
 
     takeover = es.App("demo-takeover")
     (takeover.stream(ACCOUNT_EVENTS).with_watermark("ts", max_delay="2s", idle_timeout="5s")
@@ -169,7 +213,8 @@ def build_pipelines() -> dict[str, Any]:
          .select(*_match_alert(kind, list(keys))).to(ALERTS, key="key", name=f"{kind}_alerts"))
 
     return {
-        "fraud": (fraud, "card testing (CEP) and card velocity features on payments"),
+        "fraud": (fraud, "card testing (CEP), card velocity features and fraud scoring (LightGBM) on payments"
+                  if registry is not None else "card testing (CEP) and card velocity features on payments"),
         "takeover": (takeover, "account takeover (CEP): new device, credential change, new payee, big transfer"),
         "market_abuse": (abuse, "spoofing, layering and wash trades (CEP) on order flow"),
         "bars": (bars, "1-minute OHLCV + VWAP per symbol, early firing every second"),
@@ -222,8 +267,12 @@ def run_demo(
     for spec in (TopicSpec(TRADES, partitions, schema=TRADE_SCHEMA), TopicSpec(ALERTS, 1),
                  TopicSpec(BARS, partitions), TopicSpec(POSITIONS, partitions), TopicSpec(PAYMENTS, partitions),
                  TopicSpec(ACCOUNT_EVENTS, partitions), TopicSpec(ORDERS, partitions),
-                 TopicSpec(FRAUD_FEATURES, partitions)):
+                 TopicSpec(FRAUD_FEATURES, partitions), TopicSpec(FRAUD_DECISIONS, partitions)):
         log.create_topic(spec, exist_ok=True)
+    t_model = time.monotonic()
+    registry = train_fraud_model(log, seed)
+    console.print(f"fraud model: version {registry.champion('fraud').version} ready in "
+                  f"{time.monotonic() - t_model:.1f} s")
     control = ControlPlane(log, title="everstream demo")
     capture = control.capture(TRADES, "trade simulator")
     fresh = not sum(p.end_offset for p in log.describe_topic(PAYMENTS).partitions)
@@ -236,12 +285,12 @@ def run_demo(
     produced = backfilled = 0
     t0 = time.monotonic()
     try:
-        for name, (app, description) in build_pipelines().items():
+        for name, (app, description) in build_pipelines(registry).items():
             runner = app.runner(log, start="earliest", poll_timeout=0.05)
             runners.append(runner)
             control.pipeline(name, runner, description)
             threads.append(_PipelineThread(name, runner, control))
-        for topic, keep in ((ALERTS, 2000), (BARS, 5000), (POSITIONS, 1000)):
+        for topic, keep in ((ALERTS, 2000), (BARS, 5000), (POSITIONS, 1000), (FRAUD_DECISIONS, 1000)):
             control.tail(topic, keep)
         control.start()
         server.start()
@@ -304,6 +353,7 @@ def run_demo(
         server.stop()
         for r in runners:
             r.close()
+        registry.close()
         log.close()
     _print_summary(console, summary)
     return summary

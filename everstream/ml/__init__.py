@@ -5,7 +5,7 @@ Needs the ``ml`` extra (river, scikit-learn, lightgbm): ``pip install everstream
 """
 
 from everstream.ml.evaluation import DriftAlarm, DriftMonitor, Evaluator, auc_pr, daily_metrics, precision_at_k
-from everstream.ml.features import FEATURES, PAYMENT_COLUMNS, feature_matrix, payment_features
+from everstream.ml.features import FEATURES, PAYMENT_COLUMNS, compute_features, feature_matrix, payment_features
 from everstream.ml.labels import LabelStore
 from everstream.ml.models import (
     DEFAULT_RULES,
@@ -43,6 +43,7 @@ __all__ = [
     "Scorer",
     "TrainingReport",
     "auc_pr",
+    "compute_features",
     "daily_metrics",
     "feature_matrix",
     "model_from_bytes",

@@ -68,7 +68,16 @@ LIGHTGBM_PARAMS: dict[str, Any] = {
 
 
 class LightGBMModel(Model):
-    """A gradient-boosted tree ensemble; reason codes from TreeSHAP (``pred_contrib``)."""
+    """A gradient-boosted tree ensemble.
+
+    Reason codes (:meth:`contributions`) are path attributions (Saabas, "treeinterpreter"): along the
+    path from each tree's root to the leaf an event falls in, every split adds the change of the
+    node value to its feature. The attribution of a leaf depends on the leaf alone, so it is a
+    table computed once per model, and the contributions of a batch are one ``pred_leaf`` call (as
+    cheap as ``predict``) plus a gather-and-sum in NumPy; they add up, with the trees' root values,
+    to the raw score exactly. TreeSHAP (``pred_contrib``, :meth:`shap_contributions`) costs about
+    2.5 ms per event here, 15x a prediction: too slow for the decisions of live traffic.
+    """
 
     kind = "lightgbm"
 
@@ -76,15 +85,57 @@ class LightGBMModel(Model):
         super().__init__(features)
         self.booster = booster
         self.threads = threads
+        self._paths: tuple[np.ndarray, np.ndarray, float] | None = None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.booster.predict(self.check(x), num_threads=self.threads))
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
+        """Per row and feature, the path attribution in log-odds (see the class doc); ``(n, features)``."""
+        if not len(x):
+            return np.zeros((0, len(self.features)))
+        table, base, _ = self.path_table()
+        leaves = np.asarray(self.booster.predict(self.check(x), num_threads=self.threads, pred_leaf=True),
+                            dtype=np.int64).reshape(len(x), -1)
+        return np.asarray(table[leaves + base].sum(axis=1))
+
+    def shap_contributions(self, x: np.ndarray) -> np.ndarray:
+        """TreeSHAP contributions (LightGBM ``pred_contrib``): exact Shapley values, far slower."""
         if not len(x):
             return np.zeros((0, len(self.features)))
         got = np.asarray(self.booster.predict(self.check(x), num_threads=self.threads, pred_contrib=True))
         return got[:, :-1]  # the last column is the expected value
+
+    def path_table(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(table, base, bias)``: row ``base[t] + leaf`` of ``table`` is the per-feature attribution of leaf
+        ``leaf`` of tree ``t``; ``bias`` is the sum of the trees' root values (computed once, from the dump)."""
+        if self._paths is None:
+            trees = self.booster.dump_model()["tree_info"]
+            nf = len(self.features)
+            sizes = [int(t["num_leaves"]) for t in trees]
+            base = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+            table = np.zeros((int(sum(sizes)), nf))
+            bias = 0.0
+            for t, tree in enumerate(trees):
+                root = tree["tree_structure"]
+                if "leaf_value" in root:  # a single-leaf tree: a constant
+                    bias += float(root["leaf_value"])
+                    continue
+                bias += float(root["internal_value"])
+                todo: list[tuple[dict[str, Any], np.ndarray]] = [(root, np.zeros(nf))]
+                while todo:
+                    node, acc = todo.pop()
+                    for side in ("left_child", "right_child"):
+                        child = node[side]
+                        value = child["leaf_value"] if "leaf_value" in child else child["internal_value"]
+                        mine = acc.copy()
+                        mine[int(node["split_feature"])] += float(value) - float(node["internal_value"])
+                        if "leaf_value" in child:
+                            table[base[t] + int(child["leaf_index"])] = mine
+                        else:
+                            todo.append((child, mine))
+            self._paths = (table, base, bias)
+        return self._paths
 
     def __getstate__(self) -> dict[str, Any]:  # the booster as its text model: portable across versions
         return {"model": self.booster.model_to_string(), "features": self.features, "threads": self.threads}
@@ -94,6 +145,7 @@ class LightGBMModel(Model):
 
         self.features, self.threads = tuple(state["features"]), int(state["threads"])
         self.booster = lgb.Booster(model_str=state["model"])
+        self._paths = None
 
 
 def train_lightgbm(x: np.ndarray, y: np.ndarray, features: tuple[str, ...], *, rounds: int = 150,
