@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import duckdb
 import polars as pl
 import pytest
 from enginetools import produce, trades
 from polars.testing import assert_frame_equal
 from test_exactly_once_joins_cep import _split, run_with_crashes
+from test_windows_more import _duck  # DuckDB over t, with the arrival index
 
 import everstream as es
 from everstream.engine.testing import read_topic
@@ -23,15 +23,6 @@ COLS = ["ts", "symbol", "price", "qty", "account"]
 def _ticks(n: int, seed: int, disorder_ms: int = 1000) -> pl.DataFrame:
     """Trades with prices rounded to whole units, so ties at the cut are common."""
     return trades(n, seed=seed, disorder_ms=disorder_ms).with_columns(pl.col("price").round(0))
-
-
-def _duck(df: pl.DataFrame, sql: str) -> pl.DataFrame:
-    con = duckdb.connect()
-    try:
-        con.register("t", df.with_row_index("arrival").to_arrow())
-        return con.sql(sql).pl()
-    finally:
-        con.close()
 
 
 def _ms(df: pl.DataFrame) -> pl.DataFrame:
