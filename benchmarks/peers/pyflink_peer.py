@@ -194,6 +194,22 @@ def _arrow_type(flink_type: str) -> pa.DataType:
     return pa.string()
 
 
+def _sql_type(t: Any) -> str:
+    """A result column's type as Flink SQL DDL text for the sink. ``str()`` of PyFlink's types drops
+    precision and scale ("DECIMAL" is DECIMAL(10, 0) in DDL, which rounded q1's 0.908 * price to whole
+    units) and marks time attributes ("TIMESTAMP *ROWTIME*")."""
+    kind = type(t).__name__
+    if kind == "DecimalType":
+        return f"DECIMAL({t.precision}, {t.scale})"
+    if kind in ("VarCharType", "CharType"):
+        return "STRING"
+    if kind == "TimestampType":
+        return f"TIMESTAMP({t.precision})"
+    if kind == "LocalZonedTimestampType":
+        return f"TIMESTAMP_LTZ({t.precision})"
+    return re.sub(r"\s*\*(ROWTIME|PROCTIME)\*", "", str(t))
+
+
 def _read_sink(directory: Path, names: list[str], types: list[str]) -> pa.Table:
     """The rows the filesystem sink wrote: every part file in ``directory`` (headerless CSV)."""
     schema = pa.schema([(n, _arrow_type(t)) for n, t in zip(names, types, strict=True)])
@@ -223,8 +239,7 @@ def _query(sql: str, setup: tuple[str, ...] = (), *, updating: bool = False) -> 
     table = env.sql_query(_quote(sql))
     schema = table.get_schema()
     names = list(schema.get_field_names())
-    # a query's time attributes print as "TIMESTAMP(3) *ROWTIME*": the sink declares plain types
-    types = [re.sub(r"\s*\*(ROWTIME|PROCTIME)\*", "", str(t)) for t in schema.get_field_data_types()]
+    types = [_sql_type(t) for t in schema.get_field_data_types()]
     fields = ", ".join(f"`{n}` {t}" for n, t in zip(names, types, strict=True))
     out_dir = Path(tempfile.mkdtemp(prefix="everstream-flink-sink-"))
     try:
