@@ -111,6 +111,18 @@ def p_q17(p: Path) -> pa.Table:
             ).to_arrow()
 
 
+def p_q15(p: Path) -> pa.Table:
+    price = pl.col("price")
+    ranks = {"1": price < 10_000, "2": (price >= 10_000) & (price < 1_000_000), "3": price >= 1_000_000}
+    aggs: dict[str, pl.Expr] = {"total_bids": pl.len(), "total_bidders": pl.col("bidder").n_unique(),
+                                "total_auctions": pl.col("auction").n_unique()}
+    for r, cond in ranks.items():
+        aggs |= {f"rank{r}_bids": cond.sum(), f"rank{r}_bidders": pl.col("bidder").filter(cond).n_unique(),
+                 f"rank{r}_auctions": pl.col("auction").filter(cond).n_unique()}
+    return (_bid(p).with_columns(day=pl.col("date_time").dt.strftime("%Y-%m-%d")).group_by("day").agg(**aggs)
+            ).to_arrow()
+
+
 def p_q21(p: Path) -> pa.Table:
     ch = pl.col("channel").str.to_lowercase()
     cid = (pl.when(ch == "apple").then(pl.lit("0")).when(ch == "google").then(pl.lit("1"))
@@ -253,7 +265,8 @@ def p_q12(p: Path) -> pa.Table:
 
 POLARS: dict[tuple[str, str], Runner] = {("finance", f.__name__[2:]): f for f in (p_w1, p_w2, p_w3, p_w4, p_w5)}
 POLARS.update({("nexmark", f.__name__[2:]): f for f in (p_q0, p_q1, p_q2, p_q3, p_q4, p_q5, p_q7, p_q8, p_q11,
-                                                         p_q12, p_q14, p_q17, p_q20, p_q21, p_q22)})
+                                                         p_q12, p_q14, p_q15, p_q17, p_q20, p_q21,
+                                                         p_q22)})
 
 #: W5 in DuckDB (everstream's reference for W5 is plain Python, not SQL). Window functions give each
 #: large amount its running small count ``cs`` and the smalls 10 minutes or more before it ``bw``
