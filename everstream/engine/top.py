@@ -38,7 +38,6 @@ class TopOp(OrderedOp):
         self.top = step
         self.time_zone = time_zone
         self.leaders: pl.DataFrame | None = None  # rows still in the running, with _ws/_we/_seq/_src/_offset
-        self.fired = 0
 
     def release(self, rows: pl.DataFrame, previous: int) -> pl.DataFrame | None:
         s = self.top
@@ -69,7 +68,7 @@ class TopOp(OrderedOp):
         s = self.top
         out = done.sort([w.WE, w.WS, *s.by, s.order, EVENT_TIME, _SEQ],
                         descending=[False, False, *(False for _ in s.by), s.descending, False, False])
-        self.fired += out.select(pl.struct([*s.by, w.WS]).n_unique()).item()
+        self.metrics.windows_fired += out.select(pl.struct([*s.by, w.WS]).n_unique()).item()  # (key, window)s
         dtype = pl.Datetime("ms", self.time_zone())
         cols = [c for c in user_columns(out) if c not in (w.WS, w.WE, _SEQ, _SRC)]
         window = ([] if not s.window_columns else
