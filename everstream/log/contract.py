@@ -192,6 +192,20 @@ class Producer(Closeable):
     def flush(self, timeout: float | None = None) -> None:
         """Return once every record sent so far is durable (per the log's durability policy)."""
 
+    def mark(self) -> int:
+        """A marker for everything sent so far; :meth:`is_durable` says, without waiting, when all of it is.
+
+        Lets an at-least-once caller commit input offsets once their outputs are durable while it carries on
+        (pipelined commits). This default flushes, so the marker is durable at once; a log whose writes
+        complete in order (the embedded log's writer thread) returns without waiting.
+        """
+        self.flush()
+        return 0
+
+    def is_durable(self, marker: int) -> bool:
+        """Whether everything sent before :meth:`mark` returned ``marker`` is durable (raises if a write failed)."""
+        return True
+
     @property
     @abstractmethod
     def dead_letters(self) -> int:

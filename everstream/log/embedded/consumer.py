@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -28,6 +30,20 @@ if TYPE_CHECKING:
     from everstream.log.embedded.log import EmbeddedLog
 
 _FETCH_BATCHES = 64
+#: Polls asking for fewer records than this never read ahead (a caller reading a few records at a time).
+_READ_AHEAD_MIN = 4096
+
+
+@dataclass
+class _Read:
+    """One read: the batches, the positions after them, the next round-robin start, whether ``limit`` cut it
+    (more is waiting), and a corrupt batch met after some good ones (raised by the next poll)."""
+
+    out: list[pa.RecordBatch]
+    positions: dict[tuple[int, int], int]
+    rr: int
+    full: bool
+    deferred: CorruptBatchError | None
 #: With ``auto_commit``, positions are committed at most this often (at poll), on rebalance and on close.
 AUTO_COMMIT_INTERVAL_S = 5.0
 
@@ -64,6 +80,8 @@ class EmbeddedConsumer(Consumer):
         self._rr = 0
         self._closed = False
         self._deferred: CorruptBatchError | None = None
+        self._reader: ThreadPoolExecutor | None = None  # the read-ahead thread, started on the first backlog
+        self._ahead: tuple[tuple[object, ...], Future[_Read]] | None = None
         self._next_auto_commit = time.monotonic() + AUTO_COMMIT_INTERVAL_S
         self.member_id = f"{uuid.uuid4().hex[:12]}"
 
@@ -206,14 +224,69 @@ class EmbeddedConsumer(Consumer):
             pause = min(pause * 2, 0.002)
 
     def _fetch(self, limit: int) -> list[pa.RecordBatch]:
+        """Up to ``limit`` records from the positions on: the read-ahead's result when it read from exactly here."""
+        ahead, self._ahead = self._ahead, None
+        here = self._read_key(limit)
+        got: _Read | None = None
+        if ahead is not None and ahead[0] == here:
+            try:
+                got = ahead[1].result()
+            except Exception:  # read again below, in this thread, so the error surfaces the usual way
+                got = None
+            if got is not None and (not got.out or self._retention_moved()):
+                got = None  # it found nothing (new data may have come since), or retention removed what it read
+        elif ahead is not None:
+            ahead[1].cancel()  # positions or assignment moved (seek, rebalance): stale
+        if got is None:
+            got = self._read(dict(self._positions), self._rr, limit)
+        self._positions.update(got.positions)
+        self._rr = got.rr
+        if got.deferred is not None:
+            self._deferred = got.deferred
+        elif got.full and limit >= _READ_AHEAD_MIN and not self._closed:
+            self._read_ahead(limit)
+        return got.out
+
+    def _read_key(self, limit: int) -> tuple[object, ...]:
+        """What a read depends on: a read-ahead is used only by a poll that would have read exactly it."""
+        return (tuple(self._assigned), tuple(sorted(self._positions.items())), self._rr, limit)
+
+    def _retention_moved(self) -> bool:
+        """Whether retention or compaction removed records at or after a position since the read-ahead ran."""
+        ends: dict[int, dict[int, tuple[int, int]]] = {}
+        for (tid, p), pos in self._positions.items():
+            bounds = ends.get(tid)
+            if bounds is None:
+                bounds = ends[tid] = self._store.end_offsets(tid)
+            if bounds.get(p, (0, 0))[0] > pos:
+                return True
+        return False
+
+    def _read_ahead(self, limit: int) -> None:
+        """Read and decode the next poll's records on the read-ahead thread while the caller processes these.
+
+        Only when the last read was cut by ``limit`` (a backlog: replay or catch-up), never on a live tail where
+        the next poll would find little. SQLite reads, CRC-32 and LZ4/IPC decoding release the GIL, so this
+        overlaps the caller's work on the other core. Nothing moves until a poll takes the result: positions
+        (hence commits) only ever reflect records handed out.
+        """
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="everstream-read-ahead")
+        self._ahead = (self._read_key(limit), self._reader.submit(self._read, dict(self._positions), self._rr, limit))
+
+    def _read(self, positions: dict[tuple[int, int], int], rr: int, limit: int) -> _Read:
+        """Up to ``limit`` records from ``positions``, reading partitions round-robin from ``rr``.
+
+        Pure with respect to the consumer's positions (it returns the moved ones), so it can run ahead.
+        """
         out: list[pa.RecordBatch] = []
         got = 0
         n = len(self._assigned)
         if not n:
-            return out
+            return _Read(out, positions, rr, False, None)
         ends: dict[int, dict[int, tuple[int, int]]] = {}
-        start = self._rr
-        self._rr = (self._rr + 1) % n
+        start = rr
+        rr = (rr + 1) % n
         for k in range(n):
             tp = self._assigned[(start + k) % n]
             tid, p = tp
@@ -221,11 +294,11 @@ class EmbeddedConsumer(Consumer):
             if bounds is None:
                 bounds = ends[tid] = self._store.end_offsets(tid)
             first, end = bounds.get(p, (0, 0))
-            pos = self._positions.get(tp)
+            pos = positions.get(tp)
             if pos is None:
                 continue
             if pos < first:  # retention removed what we had not read yet
-                pos = self._positions[tp] = first
+                pos = positions[tp] = first
             if pos >= end:
                 continue
             name = self._names[tid]
@@ -242,9 +315,8 @@ class EmbeddedConsumer(Consumer):
                         out += _joined(pieces, name, p)
                         if not out:
                             raise
-                        self._positions[tp] = pos
-                        self._deferred = e
-                        return out
+                        positions[tp] = pos
+                        return _Read(out, positions, rr, False, e)
                     offs = batchcodec.offsets_of(batch, sb.base_offset)
                     skip = int(np.searchsorted(offs, pos)) if len(offs) and offs[0] < pos else 0
                     take = min(batch.num_rows - skip, limit - got)
@@ -257,10 +329,10 @@ class EmbeddedConsumer(Consumer):
                     if got >= limit:
                         break
             out += _joined(pieces, name, p)
-            self._positions[tp] = pos
+            positions[tp] = pos
             if got >= limit:
                 break
-        return out
+        return _Read(out, positions, rr, got >= limit, None)
 
     def _verified(self, tp: tuple[int, int], sb: StoredBatch) -> pa.RecordBatch:
         """Decode a stored batch after checking its CRC; corrupt batches are never served."""
@@ -333,6 +405,11 @@ class EmbeddedConsumer(Consumer):
                 self._member.leave()
         finally:
             self._closed = True
+            if self._reader is not None:  # a read-ahead may be using the store: let it finish first
+                if self._ahead is not None:
+                    self._ahead[1].cancel()
+                self._ahead = None
+                self._reader.shutdown(wait=True)
             self._store.close()
 
     def _check_open(self) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -33,9 +34,8 @@ from everstream.errors import (
     ProducerError,
     ProducerFencedError,
 )
-from everstream.log import batch as batchcodec
 from everstream.log.contract import Consumer, Key, TopicPartition, TransactionalProducer
-from everstream.log.embedded.producer import EmbeddedProducer, _Topic
+from everstream.log.embedded.producer import EmbeddedProducer, _Topic, _Work
 from everstream.log.embedded.store import now_ms
 from everstream.log.records import DeadLetter
 
@@ -53,9 +53,7 @@ class EmbeddedTransactionalProducer(EmbeddedProducer, TransactionalProducer):
         self.transactional_id = transactional_id
         self._in_txn = False
         self._fenced = False
-        self._txn_items: list[tuple[int, int, batchcodec.EncodedBatch]] = []
-        self._txn_dead = 0
-        self._txn_produced = 0
+        self._txn_works: list[Future[_Work | None]] = []  # encoded (or being encoded) in submission order
         # (group, topic id, partition) -> (offset, member id holding the lease or None)
         self._txn_offsets: dict[tuple[str, int, int], tuple[int, str | None]] = {}
         super().__init__(log, linger_ms, batch_events, max_buffered, max_record_bytes)
@@ -112,7 +110,16 @@ class EmbeddedTransactionalProducer(EmbeddedProducer, TransactionalProducer):
         self._check_txn()
         with self._drain_lock:
             self._drain_locked()
-            items, offsets = self._txn_items, self._txn_offsets
+            offsets = self._txn_offsets
+            try:
+                works = [w for w in (f.result() for f in self._txn_works) if w is not None]
+            except Exception as e:  # an encoding failure: nothing of the transaction is written
+                self._reset_txn()
+                raise ProducerError(
+                    f"transactional producer {self.transactional_id!r}: encoding a batch of the transaction "
+                    f"failed ({e}); the transaction was discarded, nothing of it is visible"
+                ) from e
+            items = [item for w in works for item in w.items]
             try:
                 with self._store.write() as con:
                     row = con.execute("SELECT epoch FROM producers WHERE transactional_id = ?",
@@ -147,9 +154,9 @@ class EmbeddedTransactionalProducer(EmbeddedProducer, TransactionalProducer):
             except BaseException:
                 self._reset_txn()
                 raise
-            self._produced += self._txn_produced
+            self._produced += sum(w.produced for w in works)
             self._wal.appended(sum(len(enc.payload) for _, _, enc in items))  # checkpoint off-path
-            self._dead += self._txn_dead
+            self._dead += sum(w.dead for w in works)
             self._reset_txn()
 
     def abort(self, timeout: float | None = None) -> None:
@@ -162,8 +169,9 @@ class EmbeddedTransactionalProducer(EmbeddedProducer, TransactionalProducer):
             self._reset_txn()
 
     def _reset_txn(self) -> None:
-        self._txn_items, self._txn_offsets = [], {}
-        self._txn_dead = self._txn_produced = 0
+        for f in self._txn_works:  # an abandoned transaction: let queued encodes go, wait for none
+            f.cancel()
+        self._txn_works, self._txn_offsets = [], {}
         self._in_txn = False
 
     # ------------------------------------------------------------------ producer overrides
@@ -189,6 +197,12 @@ class EmbeddedTransactionalProducer(EmbeddedProducer, TransactionalProducer):
             self._raise_state()
         self._drain()
 
+    def mark(self) -> int:
+        raise ProducerError(
+            f"transactional producer {self.transactional_id!r}: records become durable at commit(), not "
+            "through mark()/is_durable(); commit the transaction instead"
+        )
+
     def close(self) -> None:
         """Discard an open transaction (never commit on close) and release the producer."""
         if self._closed:
@@ -197,19 +211,12 @@ class EmbeddedTransactionalProducer(EmbeddedProducer, TransactionalProducer):
         super().close()
 
     def _submit(self, out: list[tuple[_Topic, int, pa.RecordBatch]], dead: list[tuple[str, DeadLetter]]) -> None:
-        """Keep encoded batches for the commit instead of queueing them for the writer thread."""
+        """Keep the batches, encoding on the encoder thread, for the commit instead of the writer thread."""
         if not out and not dead:
             return
         if not self._in_txn:  # the linger thread found records of a transaction aborted meanwhile
             return
-        work = self._encode(out, dead)
-        if work is None:
-            return
-        works = [work]
-        for work in works:
-            self._txn_items.extend(work.items)
-            self._txn_produced += work.produced
-            self._txn_dead += work.dead
+        self._txn_works.append(self._encode_later(out, dead))
 
     def _wait_committed(self, target: int, timeout: float | None) -> None:
         return None  # nothing is queued for the writer thread
