@@ -173,7 +173,15 @@ def _latency(data_dir: Path, durability: str, model: Any, rate: int, seconds: fl
     three processes' worth of roles like ``benchmarks/latency_bench.py``: the engine in its own process, a
     producer thread and a reader here. Latency = decision readable - payment handed to the producer.
     ``pipeline="passthrough"``: the same hops with a trivial step (the floor). The first ``warmup_s`` of
-    events are left out (first calls into LightGBM, NumPy, SQLite)."""
+    events are left out (first calls into LightGBM, NumPy, SQLite).
+
+    ``hops`` splits the figure per event (p50/p99, ms; one system-wide monotonic clock in both processes):
+    ``producer_to_log`` (handed to the producer -> readable in the log, seen by a reader polling the input
+    topic too: group commit, the SQLite write lock, fsync, a reader wake-up), ``log_to_engine`` (-> the
+    engine's poll returned it: its wake-up, or the cycle it was busy with), ``engine_cycle`` (-> its decision
+    handed to the engine's producer: features, scoring, Arrow conversion) and ``engine_to_reader`` (-> the
+    decision readable: the output commit, write lock and fsync, the reader's wake-up). The payments topic is
+    fresh and written in order by one producer, so a payment's offset is its ``txn_id``."""
     import multiprocessing as mp
 
     from everstream.log import EmbeddedLog, TopicSpec
@@ -201,20 +209,21 @@ def _latency(data_dir: Path, durability: str, model: Any, rate: int, seconds: fl
         raise RuntimeError("bench ml: the live engine process did not start within 120 s")
     sent = np.zeros(n)
     got = np.full(n, np.nan)
+    visible = np.full(n, np.nan)  # the payment readable in the log
     consumer = log.consumer(start="earliest")
-    consumer.assign([("live-decisions", 0)])
+    consumer.assign([("live-decisions", 0), ("live-payments", 0)])
     done = threading.Event()
 
     def produce() -> None:
         with log.producer(linger_ms=0.0) as producer:
-            t_start = time.perf_counter()
+            t_start = time.monotonic()
             i = 0
             while i < n:
-                due = min(n, int((time.perf_counter() - t_start) * rate) + 1)  # all events due by now
+                due = min(n, int((time.monotonic() - t_start) * rate) + 1)  # all events due by now
                 if due > i:
                     part = sample.slice(i, due - i).with_columns(
                         pl.lit(int(time.time() * 1000), dtype=pl.Int64).alias("ts"))
-                    sent[i:due] = time.perf_counter()
+                    sent[i:due] = time.monotonic()
                     producer.send_batch("live-payments", part, key="card", timestamp="ts")  # no flush: group commit
                     i = due
                 time.sleep(0.0005)
@@ -226,10 +235,12 @@ def _latency(data_dir: Path, durability: str, model: Any, rate: int, seconds: fl
     deadline = None
     while True:
         for b in consumer.poll(0.0005):
-            got[b.column("txn_id").to_numpy()] = time.perf_counter()
+            now = time.monotonic()
+            into = got if b.column("_topic").dictionary[0].as_py() == "live-decisions" else visible
+            into[b.column("txn_id").to_numpy()] = now
         if done.is_set():
-            deadline = deadline or time.perf_counter() + 3.0
-            if not np.isnan(got).any() or time.perf_counter() > deadline:
+            deadline = deadline or time.monotonic() + 3.0
+            if not np.isnan(got).any() or time.monotonic() > deadline:
                 break
     thread.join()
     consumer.close()
@@ -243,9 +254,22 @@ def _latency(data_dir: Path, durability: str, model: Any, rate: int, seconds: fl
     def pct(q: float) -> float | None:
         return round(float(np.percentile(lat, q)), 2) if len(lat) else None
 
+    polled, handed = np.full(n, np.nan), np.full(n, np.nan)
+    for lo, hi, t_poll, t_out in cycle.pop("timeline", ()):
+        polled[lo:hi + 1], handed[lo:hi + 1] = t_poll, t_out
+    hops = {name: _percentiles((b - a)[skip:]) for name, a, b in (
+        ("producer_to_log", sent, visible), ("log_to_engine", visible, polled), ("engine_cycle", polled, handed),
+        ("engine_to_reader", handed, got))}
     return {"p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "max_ms": pct(100), "rate_per_s": rate,
             "events_measured": len(lat), "events_sent": n - skip, "durability": durability, "pipeline": pipeline,
-            **cycle}
+            "hops": hops, **cycle}
+
+
+def _percentiles(seconds: np.ndarray) -> dict[str, float] | None:
+    ms = seconds[~np.isnan(seconds)] * 1000.0
+    if not len(ms):
+        return None
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2)}
 
 
 def _step_costs(model: Any, batch: int = 5, batches: int = 2000, warm: int = 20_000) -> dict[str, Any]:
@@ -319,14 +343,44 @@ def _live_engine(data_dir: str, durability: str, pipeline: str, duration: float,
         scorer = app.step(scored.step_id).fn  # type: ignore[attr-defined]
         model = registry.load("fraud")  # warm up: import LightGBM, load the champion, first predictions
         scorer(pl.DataFrame({f: [1.0] for f in model.features}))
-    with app.runner(log, start="earliest", commit_interval=0.1, poll_timeout=0.001) as runner:
+    # commit_interval=0: the runtime's low-latency mode (at-least-once: outputs never wait for a commit)
+    with app.runner(log, start="earliest", commit_interval=0.0, poll_timeout=0.001) as runner:
+        timeline = _trace(runner)
         ready.set()
         runner.run(duration=duration)
         m = runner.metrics()
         h = runner.cycle_latency
         steps = {sid: v.get("latency", {}) for sid, v in m.items() if "online" in sid or "score" in sid}
-        stats.put({"engine_cycle_p50_ms": _q(h, 0.5), "engine_cycle_p99_ms": _q(h, 0.99), "engine_steps": steps})
+        stats.put({"engine_cycle_p50_ms": _q(h, 0.5), "engine_cycle_p99_ms": _q(h, 0.99), "engine_steps": steps,
+                   "timeline": timeline})
     log.close()
+
+
+def _trace(runner: Any) -> list[tuple[int, int, float, float]]:
+    """Per cycle that polled payments: (first offset, last offset, poll returned, outputs handed to the
+    producer), on ``time.monotonic`` (system-wide). Wraps the runner's consumer poll and producer send."""
+    timeline: list[tuple[int, int, float, float]] = []
+    polled: list[tuple[int, int, float]] = []
+    poll, send = runner.consumer.poll, runner.producer.send_batch
+
+    def traced_poll(*args: Any, **kwargs: Any) -> Any:
+        out = poll(*args, **kwargs)
+        offs = [b.column("_offset") for b in out if b.num_rows]
+        if offs:
+            polled.append((min(int(o[0].as_py()) for o in offs), max(int(o[-1].as_py()) for o in offs),
+                           time.monotonic()))
+        return out
+
+    def traced_send(topic: str, *args: Any, **kwargs: Any) -> Any:
+        got = send(topic, *args, **kwargs)
+        if topic == "live-decisions":
+            now = time.monotonic()
+            timeline.extend((lo, hi, t, now) for lo, hi, t in polled)
+            polled.clear()
+        return got
+
+    runner.consumer.poll, runner.producer.send_batch = traced_poll, traced_send
+    return timeline
 
 
 def _q(h: Any, q: float) -> float | None:
