@@ -67,6 +67,9 @@ class JoinOperator(Operator):
         self.sources: dict[tuple[str | None, int | None], int] = {}
         self.key_types: dict[str, pl.DataType] = {}
         self.incoming: tuple[list[pl.DataFrame], list[pl.DataFrame]] = ([], [])
+        #: The user columns its inputs carry (``Plan.required_columns`` of the join; None: all), set by
+        #: ``join_operator``: held rows have only these, so they are part of the state's fingerprint.
+        self.projection: frozenset[str] | None = None
 
     # ------------------------------------------------------------------ admission
 
@@ -194,10 +197,15 @@ class JoinOperator(Operator):
     # ------------------------------------------------------------------ checkpoints (exactly-once)
 
     def state_fingerprint(self) -> str:
-        """The join's kind and definition (keys, time columns, bounds or window, how): what decides the
-        columns of its state and what a held row means."""
+        """The join's kind and definition (keys, time columns, bounds or window, how) and the columns its
+        inputs carry (projection pushdown): what decides the columns of its state and what a held row means.
+        A restarted app whose later steps read more columns has another fingerprint, so its restore is
+        refused (``StateIncompatibleError``) instead of restoring held rows that lack those columns."""
         spec = self.step.spec
-        return fingerprint("join", type(self).__name__, spec.kind, spec.describe())
+        parts: tuple[object, ...] = ("join", type(self).__name__, spec.kind, spec.describe())
+        if self.projection is not None:
+            parts += ("columns", tuple(sorted(self.projection)))
+        return fingerprint(*parts)
 
     def snapshot_state(self) -> Snapshot:
         """Everything a restarted join needs, columnar: the rows it holds (subclass frames, plus rows admitted

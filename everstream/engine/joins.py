@@ -8,7 +8,8 @@ is final, and state is pruned only of rows no future answer can need:
   (backward), or until a right row at or after them is sealed by the right watermark or the
   tolerance has passed (forward, nearest). All ready rows of a cycle are answered by one Polars
   ``join_asof`` against the right state. The right state keeps, per key, the latest row before the
-  oldest left time still possible plus every newer row.
+  oldest left time still possible plus every newer row. The operator: :mod:`everstream.engine.join_asof`
+  (``AsofJoinOp``, re-exported here).
 - **stream-table** (``join_table``): an as-of backward join on a keyed changelog: each event sees
   the table version valid at its event time; ``grace`` bounds how long it waits for the table.
 - **interval** and **window** joins: :mod:`everstream.engine.join_interval`.
@@ -26,14 +27,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-import numpy as np
 import polars as pl
 
 from everstream.engine import plan as p
-from everstream.engine.aggregates import EVENT_TIME
-from everstream.engine.join_base import OFF, SEQ, SRC, JoinOperator, SideWatermarks, suffixed
-from everstream.engine.operators import INTERNAL, Ctx, Operator, Services, dead_letters_of, user_columns
-from everstream.engine.state import Snapshot
+from everstream.engine.join_asof import AsofJoinOp
+from everstream.engine.join_base import JoinOperator
+from everstream.engine.operators import Ctx, Operator, Services, dead_letters_of, user_columns
 from everstream.engine.time import MAX_TIME, MIN_TIME, Duration, duration_ms
 from everstream.engine.windows import Hopping, Tumbling
 from everstream.errors import ConfigError, PlanError, StepError
@@ -42,12 +41,7 @@ if TYPE_CHECKING:
     from everstream.engine.stream import Stream
 
 Direction = Literal["backward", "forward", "nearest"]
-RT = "_jrt"  # right event time in as-of state
 HIT = "_jhit"  # True on every looked-up row: null after the lookup join means "no match"
-RIDX, LIDX = "_jri", "_jli"  # row positions in the right state and in the waiting left rows
-_PRIVATE = (SEQ, SRC, OFF, RT, HIT)
-_META = frozenset(INTERNAL)
-_HIDDEN = frozenset([*_PRIVATE, *INTERNAL])  # columns of as-of state that are not the user's
 
 
 # ---------------------------------------------------------------------- specs (what a Join step holds)
@@ -390,207 +384,18 @@ def join_operator(step: p.Join, services: Services, plan: p.Plan, source_waterma
             out.append(wm - hold if MIN_TIME < wm < MAX_TIME else wm)
         return out[0], out[1]
 
-    if isinstance(spec, AsofSpec):
-        return AsofJoinOp(step, services, side_watermarks)
     from everstream.engine.join_interval import IntervalJoinOp, WindowJoinOp
 
-    if isinstance(spec, IntervalSpec):
-        return IntervalJoinOp(step, services, side_watermarks)
-    return WindowJoinOp(step, services, side_watermarks)
-
-
-class AsofJoinOp(JoinOperator):
-    """As-of join (and stream-table join), vectorized per cycle; see the module docstring.
-
-    State: ``waiting``, the left rows not answered yet, in arrival order; ``right``, the right rows
-    sorted by (event time, arrival), pruned. Per cycle the new right rows are merged into ``right``
-    (only the part they overlap is sorted again) and the ready left rows are answered by one Polars
-    ``join_asof`` of narrow frames (time, keys, row position) that gives each left row the position
-    of its right row. The output then gathers the left rows in (time, arrival) order and the right
-    values by those positions: only keys and times are sorted and joined, every other column moves
-    once.
-    """
-
-    def __init__(self, step: p.Join, services: Services, side_watermarks: SideWatermarks) -> None:
-        spec: AsofSpec = step.spec
-        super().__init__(step, services, side_watermarks, spec.by, ((), ()))
-        self.spec = spec
-        self.waiting: pl.DataFrame | None = None  # left rows not answered yet, arrival order
-        self.right: pl.DataFrame | None = None  # right rows by (event time, arrival), pruned
-        self.kept = 0  # rows kept before the horizon at the last pruning
-
-    def admit(self, df: pl.DataFrame, ctx: Ctx, side: int) -> pl.DataFrame | None:
-        got = super().admit(df, ctx, side)
-        if got is None or side == 0:
-            return got
-        drop = [self.spec.right_on] if self.spec.right_on == self.spec.left_on else []  # Polars coalesces it
-        return got.drop(drop).rename({EVENT_TIME: RT})
-
-    def advance(self, watermark: int) -> pl.DataFrame | None:
-        previous = self.update_watermarks()
-        wl, wr = self.wm
-        new = self.take(1)
-        if new is not None:
-            self.right = _merged(self.right, new)
-        new = self.take(0)
-        if new is not None:
-            old = self.waiting
-            self.waiting = new if old is None or not old.height else pl.concat([old, new], how="diagonal_relaxed")
-        out = None
-        waiting = self.waiting
-        if waiting is not None and waiting.height:
-            t = waiting.get_column(EVENT_TIME)
-            ready = t < wr
-            if self.spec.grace_ms is not None:
-                ready = ready | (t + self.spec.grace_ms < wl)
-            n = int(ready.sum())
-            if n:
-                out, stay = self._answer(waiting, None if n == waiting.height else ready, wr, previous)
-                if stay is None:
-                    self.waiting = waiting.filter(~ready) if n < waiting.height else waiting.clear()
-                else:  # answered rows that are not final yet stay, in arrival order
-                    keep = (~ready).to_numpy().copy()
-                    keep[stay] = True
-                    self.waiting = waiting.filter(pl.Series(keep))
-        self._prune(wl)
-        self.metrics.state_rows = self.state_rows()
-        return out
-
-    def state_rows(self) -> int:
-        return sum(f.height for f in (self.waiting, self.right) if f is not None)
-
-    def state_frames(self) -> dict[str, pl.DataFrame | None]:
-        """Checkpointed: the unanswered left rows (arrival order) and the pruned right rows (time order)."""
-        return {"waiting": self.waiting, "right": self.right}
-
-    def state_values(self) -> dict[str, Any]:
-        return {"kept": int(self.kept)}
-
-    def restore_frames(self, snap: Snapshot) -> None:
-        waiting = snap.frame("waiting")
-        self.waiting = None if waiting is None else waiting.sort(SEQ)  # arrival order (older versions did not keep it)
-        self.right = snap.frame("right")
-        self.kept = int(snap.values["kept"])
-
-    def _right_keys(self, wr: int, newest: int) -> pl.DataFrame:
-        """The right rows an answer may use, narrow: keys, time and position in ``self.right``. ``newest``:
-        the time of the newest left row to answer."""
-        right = self.right
-        if right is None:
-            schema = {**{k: self.key_types.get(k, pl.String()) for k in self.by}, RT: pl.Int64(), RIDX: pl.UInt32()}
-            return pl.DataFrame(schema=schema)
-        if self.spec.direction == "backward":
-            # rows after the newest left row answer nothing (in a replay one input may run far ahead)
-            right = right.head(int(right.get_column(RT).search_sorted(newest, side="right")))
-        elif wr < MAX_TIME:  # sealed: every right row before wr has arrived
-            right = right.head(int(right.get_column(RT).search_sorted(wr, side="left")))
-        return right.select(*self.by, RT).with_row_index(RIDX)
-
-    def _asof(self, rows: pl.DataFrame, right: pl.DataFrame, strategy: str) -> pl.DataFrame:
-        try:
-            return rows.join_asof(
-                right, left_on=EVENT_TIME, right_on=RT, by=self.by or None, strategy=strategy,  # type: ignore[arg-type]
-                tolerance=self.spec.tolerance_ms, allow_exact_matches=self.spec.allow_exact_matches,
-                suffix=self.spec.suffix, check_sortedness=False)
-        except (pl.exceptions.PolarsError, TypeError, ValueError) as e:
-            raise StepError(f"the as-of join failed: {type(e).__name__}: {e}", step_id=self.step.step_id,
-                            fix="check that key columns have one type on both sides") from e
-
-    def _answer(self, waiting: pl.DataFrame, ready: pl.Series | None, wr: int,
-                previous: int) -> tuple[pl.DataFrame | None, np.ndarray | None]:
-        """Answer the ready rows of ``waiting`` (None: all): the output rows in (time, arrival) order, and
-        the positions in ``waiting`` of answered rows that are not final yet (None: all final)."""
-        spec = self.spec
-        keys = waiting.select(*self.by, EVENT_TIME).with_row_index(LIDX)
-        if ready is not None:
-            keys = keys.filter(ready)
-        in_order = bool(keys.get_column(EVENT_TIME).is_sorted())
-        if not in_order:
-            keys = keys.sort(EVENT_TIME, maintain_order=True)  # waiting is in arrival order: (time, arrival)
-        view = self._right_keys(wr, int(keys.get_column(EVENT_TIME)[-1]))
-        found = self._asof(keys, view, spec.direction).get_column(RIDX)
-        final: pl.Series | None = None
-        if spec.direction != "backward" and wr < MAX_TIME:
-            t = keys.get_column(EVENT_TIME)
-            passed = (t + spec.tolerance_ms < wr) if spec.tolerance_ms is not None else pl.repeat(
-                False, keys.height, eager=True)
-            if spec.direction == "forward":
-                final = found.is_not_null() | passed
-            else:
-                ahead = self._asof(keys, view, "forward").get_column(RT).is_not_null()
-                back = self._asof(keys, view, "backward").get_column(RT)
-                closest_behind = ((2 * t - back) < wr).fill_null(False)  # every row as near on the other side is in
-                final = ahead | passed | closest_behind
-        order = keys.get_column(LIDX)
-        stay = None
-        if final is not None and not final.all():
-            stay = order.filter(~final).to_numpy()
-            order, found, keys = order.filter(final), found.filter(final), keys.filter(final)
-            in_order = False
-        if spec.how == "inner":
-            hit = found.is_not_null()
-            if not hit.all():
-                order, found, keys = order.filter(hit), found.filter(hit), keys.filter(hit)
-                in_order = False
-        if not order.len():
-            return None, stay
-        identity = in_order and ready is None  # every waiting row, already in order
-        return self._output(waiting, None if identity else order, found, keys.get_column(EVENT_TIME), previous), stay
-
-    def _output(self, waiting: pl.DataFrame, order: pl.Series | None, found: pl.Series, times: pl.Series,
-                previous: int) -> pl.DataFrame:
-        """Left user columns (rows ``order`` of ``waiting``), the right user columns of the rows ``found``
-        (named as Polars names join outputs: keys once, clashes suffixed), event time and watermark."""
-        left_users = [c for c in waiting.columns if c not in _HIDDEN]
-        left = waiting.select(left_users)
-        parts = [left if order is None else left.gather(order)]
-        right = self.right
-        if right is not None:
-            names = suffixed(left_users, [c for c in right.columns if c not in _HIDDEN], self.by, self.spec.suffix)
-            if names:
-                parts.append(right.select(list(names)).gather(found).rename(names))
-        parts.append(times.to_frame())
-        return self.finish_output(pl.concat(parts, how="horizontal"), previous)
-
-    def _prune(self, wl: int) -> None:
-        """Drop right rows no future answer can need: before the oldest left time still possible
-        (the left watermark, or an unanswered row), keep only the latest row per key (backward,
-        nearest; within the tolerance) and none for forward joins."""
-        right = self.right
-        if right is None or right.is_empty():
-            return
-        horizon = wl
-        if self.waiting is not None and self.waiting.height:
-            horizon = min(horizon, int(self.waiting.get_column(EVENT_TIME).min()))  # type: ignore[arg-type]
-        i = int(right.get_column(RT).search_sorted(horizon, side="left"))
-        if i <= 2 * self.kept + 1024:
-            return
-        if self.spec.direction == "forward":
-            keep = right.head(0)
-        else:
-            old = right.head(i).select(*self.by, RT).with_row_index(RIDX)
-            last = old.unique(self.by, keep="last", maintain_order=True) if self.by else old.tail(1)
-            if self.spec.tolerance_ms is not None:
-                last = last.filter(pl.col(RT) >= horizon - self.spec.tolerance_ms)
-            keep = right.gather(last.get_column(RIDX))
-        self.kept = keep.height
-        self.right = pl.concat([keep, right.slice(i)], how="diagonal_relaxed").rechunk()
-
-    def held(self) -> list[pl.DataFrame]:
-        return [f for f in (self.waiting, self.right) if f is not None]
-
-
-def _merged(state: pl.DataFrame | None, new: pl.DataFrame) -> pl.DataFrame:
-    """``state`` (sorted by event time, then arrival) with ``new`` (later arrivals, in arrival order)
-    merged in: only the rows of ``state`` after the oldest new time are sorted again with ``new``."""
-    new = new.sort(RT, maintain_order=True)  # arrival order among equal times: the last to arrive counts
-    if state is None or state.is_empty():
-        return new
-    i = int(state.get_column(RT).search_sorted(new.get_column(RT)[0], side="right"))
-    if i < state.height:
-        new = pl.concat([state.slice(i), new], how="diagonal_relaxed").sort(RT, maintain_order=True)
-    out = pl.concat([state.head(i), new], how="diagonal_relaxed")
-    return out.rechunk() if out.n_chunks() > 16 else out
+    op: JoinOperator
+    if isinstance(spec, AsofSpec):
+        op = AsofJoinOp(step, services, side_watermarks)
+    elif isinstance(spec, IntervalSpec):
+        op = IntervalJoinOp(step, services, side_watermarks)
+    else:
+        op = WindowJoinOp(step, services, side_watermarks)
+    # the columns its inputs carry (projection pushdown) decide the columns of its state: part of the fingerprint
+    op.projection = plan.required_columns(step.step_id)
+    return op
 
 
 class LookupJoinOp(Operator):
