@@ -3,7 +3,10 @@
 1. **Operator alone**: ``bench.data.cards(n)`` (card authorizations, arriving out of order by up to
    2 s) as in-memory Polars batches of ``--batch`` rows, each pushed through the match operator
    (``process``, then ``advance`` to the batch's max event time - 2 s) as the runtime does, with no
-   log. Events per second of wall time and of CPU time, best of ``--repeat``.
+   log. Events per second of wall time and of CPU time, best of ``--repeat``. Three settings: the
+   step's default (time-outs to a side topic: the NFA is fed eagerly), ``_no_timeouts`` (as W5 and
+   the peers run it: lazy per-key evaluation, :mod:`everstream.cep.parked`) and
+   ``current_no_timeouts_eager`` (the same with lazy evaluation turned off, ``lazy=False``).
 2. **Baseline in the same run**: the same loop over the ``everstream/cep`` package as it stands at
    ``--baseline-rev`` (default ``HEAD``: the committed code, read with ``git show`` into a temporary
    package), interleaved with the current code's repeats, so before/after share the machine's load.
@@ -41,35 +44,12 @@ from everstream.bench import data
 from everstream.engine import plan as p
 from everstream.engine.aggregates import EVENT_TIME
 from everstream.engine.operators import Ctx
+from everstream.engine.testing import FakeServices
 from everstream.engine.time import MAX_TIME
 from everstream.finance.patterns import card_testing
 
 ROOT = Path(__file__).resolve().parent.parent
 DELAY_MS = 2_000
-CEP_MODULES = ("pattern", "nfa", "operator")
-
-
-class _Services:
-    app_name = "bench"
-
-    def __init__(self) -> None:
-        self.side: list[pl.DataFrame] = []
-        self.late_rows = 0
-
-    def dead_letters(self, letters: list[Any]) -> None:
-        raise RuntimeError(f"dead letters in the benchmark: {letters[:3]}")
-
-    def late(self, step: p.Step, df: pl.DataFrame) -> None:
-        self.late_rows += df.height
-
-    def side_output(self, topic: str, df: pl.DataFrame) -> None:
-        self.side.append(df)
-
-    def now_ms(self) -> int:
-        return 0
-
-    def clock(self) -> float:
-        return 0.0
 
 
 def baseline_package(rev: str, directory: Path) -> ModuleType:
@@ -78,10 +58,12 @@ def baseline_package(rev: str, directory: Path) -> ModuleType:
     pkg = directory / "cep_baseline"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    for name in CEP_MODULES:
-        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:everstream/cep/{name}.py"], check=True,
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", f"{rev}:everstream/cep"], check=True,
+                            capture_output=True, text=True).stdout.split()
+    for name in (n for n in listed if n.endswith(".py") and n != "__init__.py"):  # the modules at rev
+        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:everstream/cep/{name}"], check=True,
                              capture_output=True, text=True).stdout
-        (pkg / f"{name}.py").write_text(src.replace("everstream.cep.", "cep_baseline."))
+        (pkg / name).write_text(src.replace("everstream.cep.", "cep_baseline."))
     sys.path.insert(0, str(directory))
     importlib.invalidate_caches()
     return importlib.import_module("cep_baseline.operator")
@@ -96,15 +78,18 @@ def batches(events: int, seed: int, batch: int) -> list[pl.DataFrame]:
 
 
 def run_operator(operator_module: ModuleType, pattern_module: ModuleType | None,
-                 parts: list[pl.DataFrame], timeouts: bool = True) -> tuple[float, float, pl.DataFrame]:
-    """Wall and CPU seconds of the match operator over ``parts``; its output (sorted, comparable)."""
+                 parts: list[pl.DataFrame], timeouts: bool = True,
+                 lazy: bool | None = None) -> tuple[float, float, pl.DataFrame]:
+    """Wall and CPU seconds of the match operator over ``parts``; its output (sorted, comparable).
+    ``lazy``: passed to the operator (None: its default; the baseline may not know the argument)."""
     pattern = card_testing()
     if pattern_module is not None:  # rebuild the pattern with the baseline's own classes
         pattern = pattern_module.pattern("small").where(pl.col("amount") < 2.0).times(3, None) \
             .followed_by("large").where(pl.col("amount") > 500.0).within("10m") \
             .after_match(pattern_module.skip_past_last_event())
     step = p.Match("card_testing", ("cards",), pattern=pattern, by=("card",), timeouts=timeouts)  # W5: True
-    op = operator_module.MatchOp(step, _Services())
+    services = FakeServices("bench", late="keep", dead="fail")
+    op = operator_module.MatchOp(step, services) if lazy is None else operator_module.MatchOp(step, services, lazy=lazy)
     outs: list[pl.DataFrame] = []
     seen = -MAX_TIME
     t0, c0 = time.perf_counter(), time.process_time()
@@ -178,14 +163,17 @@ def main() -> None:
         if args.baseline_rev != "none":
             base = baseline_package(args.baseline_rev, Path(tmp))
             impls["baseline"] = (base, importlib.import_module("cep_baseline.pattern"))
-        # W5 writes timed-out partial matches to a side topic (the step's default); the peers do not
-        cases = [(name, mod, pat_mod, True) for name, (mod, pat_mod) in impls.items()]
-        cases += [(f"{name}_no_timeouts", mod, pat_mod, False) for name, (mod, pat_mod) in impls.items()]
+        # with time-outs: the match step's default (a side topic of timed-out partial matches, so the NFA is
+        # fed eagerly); W5 and the peers report matches only (timeouts=False: lazy per-key evaluation)
+        cases: list[tuple[str, ModuleType, ModuleType | None, bool, bool | None]] = [
+            (name, mod, pat_mod, True, None) for name, (mod, pat_mod) in impls.items()]
+        cases += [(f"{name}_no_timeouts", mod, pat_mod, False, None) for name, (mod, pat_mod) in impls.items()]
+        cases.append(("current_no_timeouts_eager", current, None, False, False))  # lazy evaluation off
         runs: dict[str, list[tuple[float, float]]] = {c[0]: [] for c in cases}
         outputs: dict[str, pl.DataFrame] = {}
         for _ in range(args.repeat):
-            for name, mod, pat_mod, timeouts in cases:
-                wall, cpu, out = run_operator(mod, pat_mod, parts, timeouts)
+            for name, mod, pat_mod, timeouts, lazy in cases:
+                wall, cpu, out = run_operator(mod, pat_mod, parts, timeouts, lazy)
                 runs[name].append((wall, cpu))
                 outputs[name] = out
         if args.profile:
@@ -203,6 +191,9 @@ def main() -> None:
                                       "events_per_cpu_s": round(n / cpu), "matches": outputs[name].height,
                                       "all_seconds": [round(w, 4) for w, _ in rs],
                                       "all_cpu_seconds": [round(c, 4) for _, c in rs]}
+    result["speedup_lazy_vs_eager_no_timeouts"] = round(
+        result["operator_current_no_timeouts_eager"]["seconds"] / result["operator_current_no_timeouts"]["seconds"], 2)
+    result["lazy_same_matches"] = outputs["current_no_timeouts_eager"].equals(outputs["current_no_timeouts"])
     if "baseline" in outputs:
         result["baseline_rev"] = args.baseline_rev
         result["same_matches"] = all(o.equals(outputs["current"]) for o in outputs.values())

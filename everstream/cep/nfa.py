@@ -127,6 +127,8 @@ class Matcher:
         #: the starting stages whose condition is vectorized only: (stage, mask bits)
         self._plain_start = [(j, compiled.conds[j].bits) for j in self.start] \
             if not any(compiled.conds[j].has_fns for j in self.start) else None
+        #: per stage j: (roles, complete) of a partial match whose first event starts at stage j
+        self._start_of = [(self._roles(j, 1), self.mins[j] <= 1 and self.complete_at[j]) for j in range(n)]
         #: matches of a pattern ending in not_followed_by, waiting for their window to close (per key)
         self.trailing = compiled.trailing
         self.pending: dict[Hashable, list[Partial]] = {}
@@ -210,7 +212,13 @@ class Matcher:
         if self._plain_start is not None:
             for j, bits in self._plain_start:
                 if mask & bits:
-                    self._take(None, j, gid, pos, t, new, done)
+                    # _take(None, j, ...) inlined: the one allocation per starting candidate
+                    roles, complete = self._start_of[j]
+                    q = Partial(pos, t, pos, j, 1, roles, (gid, j, pos, t, None), complete)
+                    if complete:
+                        done.append(q)
+                    if roles:
+                        new.append(q)
         else:
             for j in self.start:
                 if self._cond(c.conds[j], mask, gid, None):
@@ -227,7 +235,7 @@ class Matcher:
     def _schedule(self, key: Hashable, parts: list[Partial], within: int) -> None:
         """Expire ``key`` when the earliest window of ``parts`` closes (the caller checked that the key
         has no current entry: a current one is never later, as windows only open later)."""
-        at = min(p.start_t for p in parts) + within
+        at = (parts[0].start_t if len(parts) == 1 else min(p.start_t for p in parts)) + within
         self.scheduled[key] = at
         self._seq += 1
         heapq.heappush(self.expiry, (at, self._seq, key))
@@ -441,6 +449,12 @@ class Matcher:
                 continue
             if not parts:
                 continue
+            if len(parts) == 1 and parts[0].start_t + within <= watermark:  # the common case: one, timed out
+                p = parts[0]
+                if not p.done and self.report_timeouts:
+                    self.timed_out.append(TimedOut(key, p.start_t, p.start_t + within, _pairs(p)))
+                del self.state[key]
+                continue
             alive = []
             for p in parts:
                 if p.start_t + within <= watermark:
@@ -576,4 +590,8 @@ def _order(p: Partial) -> tuple[int, list[tuple[int, int]]]:
 
 
 def _pairs(p: Partial) -> list[tuple[int, int]]:
+    """(gid, stage) of a partial match's events, oldest first."""
+    e = p.events
+    if e is not None and e[4] is None:  # one event (most time-outs): no walk
+        return [(e[0], e[1])]
     return [(g, s) for g, s, _, _ in p.taken()]

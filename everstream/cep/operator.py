@@ -7,7 +7,11 @@ pattern needs adjacency (strict contiguity, ``not_next``), are dropped right the
 in the event-time buffer of :class:`~everstream.engine.ordered.OrderedOp` until the watermark
 passes them, then are released sorted by (key, event time, arrival) and fed to the NFA
 (:mod:`everstream.cep.nfa`); keys without a candidate never reach Python. So out-of-order arrival
-within ``max_delay`` gives the matches of in-order input.
+within ``max_delay`` gives the matches of in-order input. Where it gives the same matches (a time
+bound, no time-out topic, no adjacency, no Python condition: :meth:`Compiled.lazy_ending_bits`), the
+released candidates are first **parked** per key (:mod:`everstream.cep.parked`) and a key's rows are
+fed to the NFA only when a row that can end a match arrives for it (W5: a large amount after small
+ones), so most candidates never become Python objects.
 
 Output: one row per match — the key columns, ``pattern`` (the step id), ``match_start`` and
 ``match_end`` (event times of its first and last event), and one list-of-struct column per
@@ -27,6 +31,7 @@ import polars as pl
 import pyarrow as pa
 
 from everstream.cep.nfa import Found, Matcher, TimedOut
+from everstream.cep.parked import GID, MASK, Parked
 from everstream.cep.pattern import MATCH_END, MATCH_START, PATTERN, Compiled, Pattern
 from everstream.engine import plan as p
 from everstream.engine import state as st
@@ -38,8 +43,6 @@ from everstream.engine.time import MAX_TIME, event_time_ms
 from everstream.errors import PlanError, StepError
 from everstream.log.contract import OFFSET_COL
 
-MASK = "_cep_mask"
-GID = "_cep_gid"
 POS = "_cep_pos"
 TIMED_OUT_AT = "timed_out_at"
 
@@ -159,17 +162,21 @@ def fed(by: list[str]) -> pl.Expr:
     return (pl.col(MASK) != 0) | ((prev.over(by) if by else prev) != 0).fill_null(True)
 
 
+def keys_of(rows: pl.DataFrame, by: list[str]) -> list[Hashable]:
+    """The NFA's key of each row: the key column's value, a tuple of several, 0 without keys."""
+    if not by:
+        return [0] * rows.height
+    if len(by) == 1:
+        keys: list[Hashable] = rows.get_column(by[0]).to_list()
+        return keys
+    return list(zip(*[rows.get_column(c).to_list() for c in by], strict=True))
+
+
 def feed(matcher: Matcher, cands: pl.DataFrame, by: list[str]) -> None:
     """Step the NFA over candidate rows sorted by (key, event time, arrival)."""
-    n = cands.height
-    if not n:
+    if not cands.height:
         return
-    if not by:
-        keys: list[Hashable] = [0] * n
-    elif len(by) == 1:
-        keys = cands.get_column(by[0]).to_list()
-    else:
-        keys = list(zip(*[cands.get_column(c).to_list() for c in by], strict=True))
+    keys = keys_of(cands, by)
     gids = cands.get_column(GID).to_list()
     pos = cands.get_column(POS).to_list() if POS in cands.columns else gids
     ts = cands.get_column(EVENT_TIME).to_list()
@@ -180,12 +187,15 @@ def feed(matcher: Matcher, cands: pl.DataFrame, by: list[str]) -> None:
 
 
 class MatchOp(OrderedOp):
-    """``stream.match(pattern, by=...)``: a pattern matched per key in event-time order."""
+    """``stream.match(pattern, by=...)``: a pattern matched per key in event-time order.
+
+    ``lazy=False`` turns lazy per-key evaluation (:mod:`everstream.cep.parked`) off; it is on by
+    default where it gives the eager results exactly (``self.parked`` is set then)."""
 
     step: p.Match
 
     def __init__(self, step: p.Match, services: Services, *, multi_source: bool = False,
-                 time_zone: Callable[[], str | None] = lambda: "UTC") -> None:
+                 time_zone: Callable[[], str | None] = lambda: "UTC", lazy: bool = True) -> None:
         self.compiled: Compiled = step.pattern.check(step.by)
         super().__init__(step, services, step.by, [], multi_source)
         self.time_zone = time_zone
@@ -198,8 +208,13 @@ class MatchOp(OrderedOp):
         self.previous = 0
         self.key_schema: dict[str, pl.DataType] | None = None  # of the matcher's keys (for snapshots)
         self.matcher.report_timeouts = self.timeout_topic is not None
+        ending = self.compiled.lazy_ending_bits()
+        self.parked: Parked | None = None  # lazy per-key evaluation: candidate rows not fed yet
+        if lazy and ending is not None and self.timeout_topic is None and self.compiled.within_ms is not None:
+            self.parked = Parked(self.by, ending, self.compiled.within_ms)
         #: a row some condition group holds for (the vectorized pre-filter)
         self._any = pl.any_horizontal([e.fill_null(False) for e in self.compiled.exprs])
+        self._mask = mask_expr(self.compiled)
         self._checked: list[str] | None = None  # the columns check_columns last passed
 
     def process(self, df: pl.DataFrame, ctx: Ctx) -> pl.DataFrame | None:
@@ -215,7 +230,7 @@ class MatchOp(OrderedOp):
                 ts = pl.col(EVENT_TIME)
                 late = ts < (pl.col(WATERMARK) if WATERMARK in df.columns and not self.multi_source
                              else pl.lit(self.watermark, dtype=pl.Int64))
-                df = with_mask(self.compiled, df.filter(self._any | late), where)
+                df = df.lazy().filter(self._any | late).with_columns(self._mask).collect()  # one pass
                 if df.is_empty():
                     return None
             else:
@@ -248,6 +263,8 @@ class MatchOp(OrderedOp):
         if self.key_schema is None and self.by:
             self.key_schema = dict(rows.select(self.by).schema)
         cands = self.store.add(rows)
+        if self.parked is not None:
+            cands = self.parked.split(cands, self.matcher.start_bits, self._live)
         try:
             feed(self.matcher, cands, self.by)
         except Exception as e:
@@ -257,6 +274,13 @@ class MatchOp(OrderedOp):
                             step_id=self.step.step_id, offset=None,
                             fix="fix the function passed to where/or_where/until (it gets (event, match))") from e
         return None
+
+    def _live(self, rows: pl.DataFrame) -> pl.Series:
+        """Per row: does the NFA hold a partial match for its key (few keys do between matches)."""
+        state = self.matcher.state
+        if not state:
+            return pl.repeat(False, rows.height, eager=True)
+        return pl.Series([k in state for k in keys_of(rows, self.by)], dtype=pl.Boolean)
 
     def advance(self, watermark: int) -> pl.DataFrame | None:
         # the output's watermark: the one before this advance (pending matches may close with no release)
@@ -276,12 +300,17 @@ class MatchOp(OrderedOp):
                 side = self.store.build(m.timed_out, self.by, self.compiled, self.step.step_id, dtype)
                 self.services.side_output(self.timeout_topic, side)  # type: ignore[attr-defined]
             m.timed_out = []
-        self.store.compact(m.live_gids())
+        lowest = m.live_gids()
+        if self.parked is not None:
+            self.parked.prune(self.watermark)
+            parked = self.parked.lowest_gid()
+            lowest = parked if lowest is None else lowest if parked is None else min(lowest, parked)
+        self.store.compact(lowest)
         self.metrics.state_rows = self.state_rows() + (0 if self.waiting is None else self.waiting.height)
         return out
 
     def state_rows(self) -> int:
-        return self.matcher.partial_count()
+        return self.matcher.partial_count() + (0 if self.parked is None else self.parked.height)
 
     # ------------------------------------------------------------------ checkpoints (exactly-once)
 
@@ -312,7 +341,8 @@ class MatchOp(OrderedOp):
                 # keys of one column came in several types: keep the Python values as they are
                 snap.blobs["keys"] = pickle.dumps(keys, protocol=pickle.HIGHEST_PROTOCOL)
         store = self.store
-        for name, f in (("store", store.frame), ("carry", self.carry)):
+        parked = None if self.parked is None else self.parked.frame
+        for name, f in (("store", store.frame), ("carry", self.carry), ("parked", parked)):
             if f is not None:
                 snap.tables[name] = f.to_arrow()
         snap.values.update(
@@ -336,6 +366,12 @@ class MatchOp(OrderedOp):
         store.frame, store.base, store.next_gid = snap.frame("store"), int(sv["base"]), int(sv["next_gid"])
         store.users, store._dicts = list(sv["users"]), None
         self.carry, self.previous = snap.frame("carry"), int(v["previous"])
+        parked = snap.frame("parked")
+        if parked is not None and parked.height:
+            if self.parked is not None:
+                self.parked.frame = parked
+            else:  # taken while evaluating lazily (the step had no time-out topic then): catch the NFA up
+                feed(self.matcher, parked, self.by)
         self.metrics.state_rows = self.state_rows() + (0 if self.waiting is None else self.waiting.height)
 
     def held(self) -> list[pl.DataFrame]:
@@ -351,11 +387,13 @@ def _fn_name(fn: Callable[..., Any]) -> str:
 
 
 def find(pattern: Pattern, df: pl.DataFrame, *, by: str | Sequence[str] | None = None, time: str = "ts",
-         timeouts: bool = False) -> pl.DataFrame | tuple[pl.DataFrame, pl.DataFrame]:
+         timeouts: bool = False, lazy: bool = True) -> pl.DataFrame | tuple[pl.DataFrame, pl.DataFrame]:
     """Match ``pattern`` over a whole DataFrame at once (backtests, notebooks): the same rows the
     streaming ``match`` step emits, in the same order per key. Ties of event time keep row order.
 
-    With ``timeouts=True`` returns ``(matches, timed_out)``.
+    With ``timeouts=True`` returns ``(matches, timed_out)``. Without, where lazy per-key evaluation
+    gives the same matches (:mod:`everstream.cep.parked`), the NFA only sees each key's rows up to its
+    last row that can end a match (``lazy=False``: all candidate rows).
     """
     keys = [] if by is None else [by] if isinstance(by, str) else list(by)
     compiled = pattern.check(tuple(keys))
@@ -374,6 +412,13 @@ def find(pattern: Pattern, df: pl.DataFrame, *, by: str | Sequence[str] | None =
     store = Store()
     matcher = Matcher(compiled, store.row)
     cands = store.add(rows.with_columns(pl.lit(0, dtype=pl.Int32).alias(_SRC)))
+    ending = compiled.lazy_ending_bits()
+    if lazy and not timeouts and ending is not None and compiled.within_ms is not None:
+        # the rest is never fed: no ending row follows; the NFA holds nothing yet, so rows no match can start at
+        # before a key's first row that can start one are dropped too
+        cands = Parked(keys, ending, compiled.within_ms).split(
+            cands, matcher.start_bits, lambda rows: pl.repeat(False, rows.height, eager=True))
+    matcher.report_timeouts = timeouts
     feed(matcher, cands, keys)
     matcher.expire(1 << 62)
     empty = _empty(df, keys, compiled, dtype)

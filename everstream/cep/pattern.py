@@ -461,6 +461,26 @@ class Compiled:
         return cls(pat, tuple(positives), tuple(conds), tuple(untils), tuple(negs), tuple(exprs), needs,
                    any(c.has_fns for c in all_conds), pat.within_ms, pat.skip, trailing)
 
+    def lazy_ending_bits(self) -> int | None:
+        """Mask bits of the stages whose event can complete a match (the last mandatory positive stage
+        and the optional ones after it), when lazy per-key evaluation (:mod:`everstream.cep.parked`)
+        gives exactly the matches of eager feeding; None when it may not be used:
+
+        - no ``within``: parked rows would never age out;
+        - a trailing ``not_followed_by``: matches complete on the watermark, not on an event;
+        - strict contiguity or ``not_next``: non-candidate events matter (their positions);
+        - Python conditions: they would run later and fewer times (an error would surface elsewhere).
+
+        (The operator also needs the step to have no time-out side output: time-outs are per event.)"""
+        if self.within_ms is None or self.trailing or self.needs_positions or self.has_fns:
+            return None
+        bits = 0
+        for i in range(len(self.stages) - 1, -1, -1):
+            bits |= self.conds[i].bits
+            if not self.stages[i].optional:
+                break
+        return bits
+
     def columns(self) -> set[str]:
         """User columns the vectorized conditions read."""
         out: set[str] = set()

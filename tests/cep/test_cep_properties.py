@@ -21,9 +21,12 @@ from hypothesis import strategies as st
 import everstream as es
 from everstream.cep.operator import MatchOp
 from everstream.engine import plan as p
+from everstream.engine import state
 from everstream.engine.aggregates import EVENT_TIME
 from everstream.engine.operators import WATERMARK, Ctx
+from everstream.engine.testing import FakeServices
 from everstream.engine.time import MAX_TIME
+from everstream.finance.patterns import card_testing
 
 CONDS: dict[str, tuple[pl.Expr, Callable[[dict[str, Any]], bool]]] = {
     "a": (pl.col("v") == "a", lambda e: e["v"] == "a"),
@@ -60,27 +63,34 @@ def _both(a: Pred, b: Callable[[dict[str, Any], dict[str, list[dict[str, Any]]]]
 
 
 @st.composite
-def patterns(draw: st.DrawFn) -> tuple[es.cep.Pattern, list[RStage], int | None, tuple[str, str | None]]:
+def patterns(draw: st.DrawFn, lazy_only: bool = False
+             ) -> tuple[es.cep.Pattern, list[RStage], int | None, tuple[str, str | None]]:
+    """A random pattern and its reference stages. ``lazy_only``: only patterns lazy per-key evaluation
+    applies to (a time bound; no strict contiguity, not_next, Python condition or trailing negation)."""
+    contigs = ["relaxed", "any"] if lazy_only else ["strict", "relaxed", "any"]
+    mfns: list[str | None] = [None] if lazy_only else [None, None, None, *sorted(MATCH_CONDS)]
     n_pos = draw(st.integers(1, 3))
     spec: list[dict[str, Any]] = []
     for i in range(n_pos):
         if i > 0 and draw(st.integers(0, 4)) == 0:
-            spec.append({"neg": True, "contig": draw(st.sampled_from(["strict", "relaxed"])),
+            neg_contigs = ["relaxed"] if lazy_only else ["strict", "relaxed"]
+            spec.append({"neg": True, "contig": draw(st.sampled_from(neg_contigs)),
                          "cond": draw(st.sampled_from(sorted(CONDS))),
-                         "mfn": draw(st.sampled_from([None, None, None, *sorted(MATCH_CONDS)]))})
-        s: dict[str, Any] = {"neg": False, "contig": draw(st.sampled_from(["strict", "relaxed", "any"])),
+                         "mfn": draw(st.sampled_from(mfns))})
+        s: dict[str, Any] = {"neg": False, "contig": draw(st.sampled_from(contigs)),
                              "cond": draw(st.sampled_from(sorted(CONDS))),
                              "or": draw(st.sampled_from([None, None, *sorted(CONDS)])),
-                             "fn": draw(st.integers(0, 5)) == 0,
-                             "mfn": draw(st.sampled_from([None, None, None, None, *sorted(MATCH_CONDS)])),
+                             "fn": not lazy_only and draw(st.integers(0, 5)) == 0,
+                             "mfn": draw(st.sampled_from([None, *mfns])),
                              "quant": draw(st.sampled_from(QUANT)),
                              "optional": draw(st.integers(0, 4)) == 0,
-                             "inner": draw(st.sampled_from(["strict", "relaxed", "any"])),
+                             "inner": draw(st.sampled_from(contigs)),
                              "until": draw(st.sampled_from([None, None, None, *sorted(CONDS)])),
                              "greedy": draw(st.integers(0, 3)) == 0}
         spec.append(s)
-    within = draw(st.sampled_from([None, None, 3, 6]))
-    if within is not None and draw(st.integers(0, 2)) == 0:  # not_followed_by at the end (needs within)
+    within = draw(st.sampled_from([3, 6] if lazy_only else [None, None, 3, 6]))
+    # not_followed_by at the end (needs within)
+    if within is not None and not lazy_only and draw(st.integers(0, 2)) == 0:
         for _ in range(draw(st.integers(1, 2))):
             spec.append({"neg": True, "contig": "relaxed", "cond": draw(st.sampled_from(sorted(CONDS))),
                          "mfn": draw(st.sampled_from([None, None, None, *sorted(MATCH_CONDS)]))})
@@ -206,37 +216,19 @@ def test_find_equals_brute_force(case: Any, df: pl.DataFrame) -> None:
     found, gone = es.cep.find(pat, df, by="key", time="ts", timeouts=True)
     got = _got(found, _stage_names(pat))
     assert got == want, f"pattern {pat.describe()}\nevents {df.to_dicts()}"
+    # without time-outs, lazy per-key evaluation (where it applies) and eager feeding find the same
+    for lazy in (True, False):
+        alone = es.cep.find(pat, df, by="key", time="ts", lazy=lazy)
+        assert isinstance(alone, pl.DataFrame)
+        assert _got(alone, _stage_names(pat)) == want, f"lazy={lazy} pattern {pat.describe()}\nevents {df.to_dicts()}"
     if within is not None:  # timed-out partial matches (the side output)
         assert sorted(_got(gone, _stage_names(pat))) == _expected_timeouts(ref, df, within, skip), \
             f"time-outs of pattern {pat.describe()}\nevents {df.to_dicts()}"
 
 
-class _Services:
-    app_name = "t"
-
-    def __init__(self) -> None:
-        self.side: list[pl.DataFrame] = []
-        self.late_rows: list[pl.DataFrame] = []
-
-    def dead_letters(self, letters: list[Any]) -> None:
-        raise AssertionError(letters)
-
-    def late(self, step: p.Step, df: pl.DataFrame) -> None:
-        self.late_rows.append(df)
-
-    def side_output(self, topic: str, df: pl.DataFrame) -> None:
-        self.side.append(df)
-
-    def now_ms(self) -> int:
-        return 0
-
-    def clock(self) -> float:
-        return 0.0
-
-
-def run_operator(pat: es.cep.Pattern, df: pl.DataFrame, *, delay: int, seed: int, chunk: int = 3,
-                 by: tuple[str, ...] = ("key",)) -> tuple[pl.DataFrame, _Services]:
-    """The streaming operator over ``df`` arriving out of order by at most ``delay`` ms, in chunks."""
+def arrival(df: pl.DataFrame, *, delay: int, seed: int) -> pl.DataFrame:
+    """``df`` in a random arrival order, each row at most ``delay`` ms late, with event time and the
+    watermark each row arrives with (the largest event time before it, minus ``delay``)."""
     rnd = random.Random(seed)
     order = sorted(range(df.height), key=lambda i: df["ts"][i] + rnd.uniform(0, delay))
     arrived = df[order].with_columns(pl.col("ts").alias(EVENT_TIME))
@@ -245,13 +237,28 @@ def run_operator(pat: es.cep.Pattern, df: pl.DataFrame, *, delay: int, seed: int
     for t in arrived["ts"].to_list():
         wms.append(seen - delay)
         seen = max(seen, t)
-    arrived = arrived.with_columns(pl.Series(WATERMARK, wms, dtype=pl.Int64))
-    services = _Services()
-    step = p.Match("m", ("src",), pattern=pat, by=by, timeouts=True)
-    op = MatchOp(step, services)  # type: ignore[arg-type]
+    return arrived.with_columns(pl.Series(WATERMARK, wms, dtype=pl.Int64))
+
+
+def drive(make: Callable[[], MatchOp], arrived: pl.DataFrame, *, delay: int, chunk: int,
+          cut: int | None = None, restore: Callable[[], MatchOp] | None = None,
+          parked_at: list[int] | None = None) -> tuple[pl.DataFrame, MatchOp]:
+    """Push ``arrived`` through an operator in chunks, advancing to the largest event time seen minus
+    ``delay`` after each; before chunk number ``cut``, snapshot it (encoded and decoded, as a changelog
+    would) and continue on a fresh operator from ``restore`` (default ``make``) restored from it.
+    ``parked_at`` collects the chunk numbers before which the operator held parked rows."""
+    op = make()
     outs = []
     seen = -MAX_TIME
-    for start in range(0, arrived.height, chunk):
+    for i, start in enumerate(range(0, arrived.height, chunk)):
+        if parked_at is not None and op.parked is not None and op.parked.height:
+            parked_at.append(i)
+        if i == cut:
+            snap = state.decode(state.encode(op.snapshot_state()))
+            fresh = (restore or make)()
+            fresh.restore_state(snap)
+            fresh.services = op.services
+            op = fresh
         part = arrived.slice(start, chunk)
         op.process(part, Ctx("in", 0))
         seen = max(seen, int(part["ts"].max()))  # type: ignore[arg-type]
@@ -261,25 +268,107 @@ def run_operator(pat: es.cep.Pattern, df: pl.DataFrame, *, delay: int, seed: int
     got = op.advance(MAX_TIME)
     if got is not None:
         outs.append(got)
+    return (pl.concat(outs) if outs else pl.DataFrame()), op
+
+
+def run_operator(pat: es.cep.Pattern, df: pl.DataFrame, *, delay: int, seed: int, chunk: int = 3,
+                 by: tuple[str, ...] = ("key",), timeouts: bool = True,
+                 lazy: bool = True) -> tuple[pl.DataFrame, FakeServices]:
+    """The streaming operator over ``df`` arriving out of order by at most ``delay`` ms, in chunks.
+    (With ``timeouts``, the step has a time-out side output, so it always evaluates eagerly.)"""
+    services = FakeServices(late="keep", dead="fail")
+    step = p.Match("m", ("src",), pattern=pat, by=by, timeouts=timeouts)
+
+    def make() -> MatchOp:
+        return MatchOp(step, services, lazy=lazy)
+
+    assert (make().parked is not None) == (lazy and not timeouts and make().compiled.lazy_ending_bits() is not None)
+    out, _ = drive(make, arrival(df, delay=delay, seed=seed), delay=delay, chunk=chunk)
     assert not services.late_rows
-    return (pl.concat(outs) if outs else pl.DataFrame()), services
+    return out, services
 
 
+@pytest.mark.parametrize("path", ["eager", "lazy"])
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(patterns(), event_lists(), st.integers(0, 4), st.integers(0, 1000), st.integers(1, 5))
-def test_out_of_order_within_the_bound_equals_in_order(case: Any, df: pl.DataFrame, delay: int, seed: int,
+def test_out_of_order_within_the_bound_equals_in_order(path: str, case: Any, df: pl.DataFrame, delay: int, seed: int,
                                                        chunk: int) -> None:
+    """eager: the step reports time-outs (always eager); lazy: it does not (lazy where the pattern allows)."""
     pat, ref, within, skip = case
     want = _expected(ref, df, within, skip)
-    out, services = run_operator(pat, df, delay=delay, seed=seed, chunk=chunk)
+    out, services = run_operator(pat, df, delay=delay, seed=seed, chunk=chunk, timeouts=path == "eager")
     got = _got(out, _stage_names(pat)) if out.height else []
     # per key, the operator emits in the reference's order; keys interleave by release
     for key in ("k1", "k2"):
         assert [g for g in got if g[0] == key] == [w for w in want if w[0] == key], pat.describe()
+    if path == "lazy":
+        assert not services.side
+        return
     # time-outs (partial matches closed by a later event or by the watermark) equal those of find
     _, gone = es.cep.find(pat, df, by="key", time="ts", timeouts=True)
     side = pl.concat(services.side) if services.side else gone.clear()
     assert sorted(_got(side, _stage_names(pat))) == sorted(_got(gone, _stage_names(pat))), pat.describe()
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(patterns(lazy_only=True), event_lists(), st.integers(0, 4), st.integers(0, 1000), st.integers(1, 4),
+       st.integers(0, 6), st.booleans())
+def test_lazy_equals_eager_with_restore(case: Any, df: pl.DataFrame, delay: int, seed: int, chunk: int, cut: int,
+                                        into_eager: bool) -> None:
+    """Lazy per-key evaluation emits exactly what eager feeding emits — same rows, same order, same
+    batches — on random patterns it applies to and out-of-order arrival; also when its state is
+    snapshotted before chunk ``cut`` and restored (exactly-once restart) into a lazy operator, or into an
+    eager one (which feeds the parked rows to its NFA on restore); and so at every chunk before which
+    rows were parked (alternately into lazy and eager operators)."""
+    pat, ref, within, skip = case
+    arrived = arrival(df, delay=delay, seed=seed)
+    step = p.Match("m", ("src",), pattern=pat, by=("key",), timeouts=False)
+
+    def make(lazy: bool) -> Callable[[], MatchOp]:
+        return lambda: MatchOp(step, FakeServices(late="fail", dead="fail"), lazy=lazy)
+
+    assert make(True)().parked is not None and make(False)().parked is None
+    eager, _ = drive(make(False), arrived, delay=delay, chunk=chunk)
+    parked_at: list[int] = []
+    lazy, op = drive(make(True), arrived, delay=delay, chunk=chunk, parked_at=parked_at)
+    assert lazy.equals(eager), f"pattern {pat.describe()}\nevents {df.to_dicts()}"
+    assert op.parked is not None and op.parked.height == 0 and not op.matcher.state  # all aged out at the end
+    for i, at in enumerate([cut, *parked_at]):
+        into = into_eager if i == 0 else bool(i % 2)
+        restored, _ = drive(make(True), arrived, delay=delay, chunk=chunk, cut=at, restore=make(not into))
+        assert restored.equals(eager), f"restored before chunk {at} (into eager: {into}): {pat.describe()}"
+    want = _expected(ref, df, within, skip)  # and both equal the reference
+    got = _got(eager, _stage_names(pat)) if eager.height else []
+    assert sorted(got) == sorted(want), pat.describe()
+
+
+def test_lazy_parks_rows_until_an_ending_row_and_drops_them_after_the_time_bound() -> None:
+    """Card testing: small amounts wait, columnar, outside the NFA; a large one feeds its card's smalls to
+    the NFA; a small is kept while a later large one could still be within the time bound of it (the
+    boundary: 12.4 s - 2.401 s < 10 s), and dropped once none can."""
+    rows = [("c1", 1_000, 1.0), ("c1", 2_000, 1.5), ("c2", 2_401, 1.0), ("c1", 3_000, 1.2),  # chunk 1
+            ("c1", 4_000, 900.0), ("c2", 5_000, 1.0), ("c2", 6_000, 1.9),  # chunk 2
+            ("c2", 12_400, 700.0), ("c3", 12_500, 1.0)]  # chunk 3
+    df = pl.DataFrame(rows, schema={"card": pl.String, "ts": pl.Int64, "amount": pl.Float64}, orient="row")
+    df = df.with_columns(pl.col("ts").alias(EVENT_TIME))
+    op = MatchOp(p.Match("m", ("src",), pattern=card_testing(within="10s"), by=("card",), timeouts=False),
+                 FakeServices())
+    assert op.parked is not None
+    op.process(df.slice(0, 4), Ctx("in", 0))
+    assert op.advance(3_500) is None
+    assert op.parked.height == 4 and not op.matcher.state  # nothing fed: no large amount yet
+    op.process(df.slice(4, 3), Ctx("in", 0))
+    out = op.advance(12_400)  # releases c1's large amount: its three smalls and it go to the NFA
+    assert out is not None and out["card"].to_list() == ["c1"] and out["small"].list.len().to_list() == [3]
+    assert op.parked.frame is not None and op.parked.frame[EVENT_TIME].to_list() == [2_401, 5_000, 6_000]  # c2's
+    op.process(df.slice(7), Ctx("in", 0))
+    out = op.advance(12_600)
+    assert out is not None and out["card"].to_list() == ["c2"]
+    assert out["small"].list.eval(pl.element().struct.field("ts")).to_list() == [[2_401, 5_000, 6_000]]
+    assert op.parked.frame is not None and op.parked.frame["card"].to_list() == ["c3"]
+    assert op.store.frame is not None  # the store keeps the parked row (a later match would output it)
+    assert op.advance(22_500) is None
+    assert op.parked.height == 0 and op.store.frame is None  # 12.5 s + 10 s <= 22.5 s: in no future match
 
 
 def test_flink_documented_skip_examples() -> None:

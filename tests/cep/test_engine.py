@@ -117,3 +117,48 @@ def test_python_condition_errors_name_the_step(log: Log, names: Callable[[str], 
     app.stream(src).with_watermark("ts").match(pat, by="card", name="m").to(names("out"))
     with pytest.raises(es.EverstreamError, match=r"step 'm'.*KeyError"):
         _run(log, app)
+
+
+def test_lazy_card_testing_across_crashes_equals_eager_find(log: Log, names: Callable[[str], str]) -> None:
+    """W5's setting (no time-out topic: lazy per-key evaluation, parked rows in the snapshots) on dense
+    authorizations across 3 crashes with exactly-once: the matches of the eager es.cep.find."""
+    from test_exactly_once_joins_cep import CARD_TESTING, _matches, card_auths, run_with_crashes
+
+    from everstream.cep.operator import MatchOp
+    from everstream.engine import plan as p
+    from everstream.engine.testing import FakeServices
+
+    step = p.Match("card_testing", ("src",), pattern=CARD_TESTING, by=("card",), timeouts=False)
+    assert MatchOp(step, FakeServices()).parked is not None  # the engine builds this operator: lazy
+    df = card_auths(3000, seed=25)
+    src, out = names("auths"), names("alerts")
+    app = es.App(names("cep-lazy"))
+    app.stream(src).with_watermark("ts", max_delay="2s").match(CARD_TESTING, by="card", name="card_testing",
+                                                                timeouts=False).to(out)
+    assert run_with_crashes(log, app, [[(src, piece, "card")] for piece in _split(df, 4)]) > 0
+    want = es.cep.find(CARD_TESTING, df, by="card", time="ts", lazy=False)
+    assert isinstance(want, pl.DataFrame) and want.height > 10
+    assert _matches(read_topic(log, out)) == _matches(want)
+
+
+def _split(df: pl.DataFrame, n: int) -> list[pl.DataFrame]:
+    size = -(-df.height // n)
+    return [df.slice(i * size, size) for i in range(n)]
+
+
+def test_a_condition_failing_on_the_data_is_a_plan_error_naming_where() -> None:
+    """The vectorized pre-filter (lazy and eager alike) on a column of the wrong type: a PlanError naming
+    the step, topic and partition and the fix, not a crash deep in Polars."""
+    from everstream.cep.operator import MatchOp
+    from everstream.engine import plan as p
+    from everstream.engine.aggregates import EVENT_TIME
+    from everstream.engine.operators import Ctx
+    from everstream.engine.testing import FakeServices
+
+    df = pl.DataFrame({"ts": [BASE, BASE + 1], "card": ["a", "a"], "amount": ["1.0", "x"]})
+    for timeouts in (False, True):
+        op = MatchOp(p.Match("m", ("src",), pattern=patterns.card_testing(), by=("card",), timeouts=timeouts),
+                     FakeServices())
+        assert (op.parked is not None) == (not timeouts)
+        with pytest.raises(PlanError, match=r"step 'm'.*failed on the data.*types.*topic 'auths', partition 1"):
+            op.process(df.with_columns(pl.col("ts").alias(EVENT_TIME)), Ctx("auths", 1))

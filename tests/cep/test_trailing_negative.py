@@ -16,7 +16,6 @@ from typing import Any
 import polars as pl
 import pytest
 from enginetools import BASE_MS, produce
-from test_cep_properties import _Services
 from test_exactly_once_joins_cep import _feed, card_auths, run_with_crashes
 
 import everstream as es
@@ -24,7 +23,7 @@ from everstream.cep.operator import MatchOp
 from everstream.engine import plan as p
 from everstream.engine.aggregates import EVENT_TIME
 from everstream.engine.operators import WATERMARK, Ctx
-from everstream.engine.testing import read_topic
+from everstream.engine.testing import FakeServices, read_topic
 from everstream.errors import PlanError
 from everstream.log import Log
 
@@ -57,7 +56,8 @@ def test_a_pending_match_is_emitted_when_the_watermark_closes_its_window() -> No
     pat = (es.pattern("a").where(pl.col("v") == "a").followed_by("b").where(pl.col("v") == "b")
            .not_followed_by("c").where(pl.col("v") == "c").within(0.005))
     df = pl.DataFrame({"key": ["k"] * 7, "ts": [1, 2, 3, 10, 12, 13, 15], "v": list("abcabxc")})
-    op = MatchOp(p.Match("m", ("src",), pattern=pat, by=("key",), timeouts=False), _Services())  # type: ignore[arg-type]
+    op = MatchOp(p.Match("m", ("src",), pattern=pat, by=("key",), timeouts=False),
+                 FakeServices(late="keep", dead="fail"))
     op.process(df.head(6).with_columns(pl.col("ts").alias(EVENT_TIME)), Ctx("in", 0))
     assert op.advance(14) is None  # a@10 b@12 released, its window [10, 15) not closed yet
     assert op.matcher.partial_count() >= 1
@@ -90,8 +90,8 @@ def test_a_partial_match_times_out_before_a_later_closing_pending_match_prunes_i
     assert [[e["v"] for e in r] for r in found["a"].to_list()] == [["a"]]
     assert [[e["v"] for e in r] for r in gone["a"].to_list()] == [["x"]]
     for steps in ([100], [6, 100], [5, 6, 7, 100]):
-        services = _Services()
-        op = MatchOp(p.Match("m", ("src",), pattern=pat, by=("key",), timeouts=True), services)  # type: ignore[arg-type]
+        services = FakeServices(late="keep", dead="fail")
+        op = MatchOp(p.Match("m", ("src",), pattern=pat, by=("key",), timeouts=True), services)
         op.process(df.with_columns(pl.col("ts").alias(EVENT_TIME)), Ctx("in", 0))
         out = [o for o in (op.advance(w) for w in steps) if o is not None]
         assert sum(o.height for o in out) == 1, steps
@@ -125,7 +125,7 @@ def test_pending_matches_survive_a_snapshot(pattern: es.cep.Pattern) -> None:
     batches = [(0, df.slice(i, 100)) for i in range(0, df.height, 100)]
 
     def make() -> Any:
-        return MatchOp(step, _Services())  # type: ignore[arg-type]
+        return MatchOp(step, FakeServices(late="keep", dead="fail"))
 
     whole, _, _ = _feed(make, batches, None, lag=2000)
     assert whole.height > 10

@@ -45,7 +45,7 @@ from everstream.engine.join_base import JoinOperator
 from everstream.engine.join_interval import IntervalJoinOp, WindowJoinOp
 from everstream.engine.joins import AsofJoinOp, AsofSpec, IntervalSpec, LookupJoinOp, LookupSpec, WindowJoinSpec
 from everstream.engine.operators import Ctx
-from everstream.engine.testing import read_topic
+from everstream.engine.testing import FakeServices, read_topic
 from everstream.engine.time import MAX_TIME
 from everstream.errors import StateIncompatibleError
 from everstream.finance import patterns
@@ -316,26 +316,9 @@ def test_kill_9_asof_join_and_cep(log: Log, names: Callable[[str], str]) -> None
 # ---------------------------------------------------------------------- snapshot round trips (in-process)
 
 
-class _Services:
-    app_name = "roundtrip"
-
-    def __init__(self) -> None:
-        self.side: list[pl.DataFrame] = []
-
-    def dead_letters(self, letters: list[Any]) -> None:
-        raise AssertionError(f"unexpected dead letters: {letters}")
-
-    def late(self, step: p.Step, df: pl.DataFrame) -> None:
-        raise AssertionError(f"unexpected late rows: {df}")
-
-    def side_output(self, topic: str, df: pl.DataFrame) -> None:
-        self.side.append(df)
-
-    def now_ms(self) -> int:
-        return 0
-
-    def clock(self) -> float:
-        return 0.0
+def _services() -> FakeServices:
+    """Round trips expect neither late rows nor dead letters: either fails the test at once."""
+    return FakeServices("roundtrip", late="fail", dead="fail")
 
 
 def _feed(make: Callable[[], Any], batches: list[tuple[int, pl.DataFrame]], cut: int | None,
@@ -395,7 +378,7 @@ def _roundtrip(make: Callable[[], Any], batches: list[tuple[int, pl.DataFrame]],
 
 
 def _join(spec: Any, cls: type) -> Callable[[], Any]:
-    return lambda: cls(p.Join("j", ("left", "right"), spec=spec), _Services(), lambda: (-MAX_TIME, -MAX_TIME))
+    return lambda: cls(p.Join("j", ("left", "right"), spec=spec), _services(), lambda: (-MAX_TIME, -MAX_TIME))
 
 
 @pytest.mark.parametrize("direction", ["backward", "forward", "nearest"])
@@ -443,15 +426,15 @@ def test_match_snapshot_round_trip(pattern: es.cep.Pattern) -> None:
     df = card_auths(2500, seed=38, cards=60, span_ms=300_000).with_columns(pl.col("ts").alias(EVENT_TIME))
     step = p.Match("m", ("src",), pattern=pattern, by=("card",), timeouts="t")
     batches = [(0, df.slice(i, 100)) for i in range(0, df.height, 100)]
-    whole, side, _ = _feed(lambda: MatchOp(step, _Services()), batches, None, lag=2000)
+    whole, side, _ = _feed(lambda: MatchOp(step, _services()), batches, None, lag=2000)
     assert whole.height > 10 and side
     for cut in (5, len(batches) // 2, len(batches) - 3):
-        got, got_side, snap = _feed(lambda: MatchOp(step, _Services()), batches, cut, lag=2000)
+        got, got_side, snap = _feed(lambda: MatchOp(step, _services()), batches, cut, lag=2000)
         assert snap is not None and snap.tables["partials"].num_rows > 0 and snap.tables["waiting"].num_rows > 0
         assert got.equals(whole), f"restored at batch {cut}: the matches differ from the uninterrupted run"
         assert pl.concat(got_side).equals(pl.concat(side)), f"restored at batch {cut}: the time-outs differ"
     changed = p.Match("m", ("src",), pattern=patterns.card_testing(within="61s"), by=("card",))
-    assert MatchOp(changed, _Services()).state_fingerprint() != MatchOp(step, _Services()).state_fingerprint()
+    assert MatchOp(changed, _services()).state_fingerprint() != MatchOp(step, _services()).state_fingerprint()
 
 
 def test_match_snapshot_without_keys_and_with_two_keys() -> None:
@@ -462,7 +445,7 @@ def test_match_snapshot_without_keys_and_with_two_keys() -> None:
         step = p.Match("m", ("src",), pattern=CARD_TESTING, by=by, timeouts=False)
 
         def make(s: p.Match = step) -> MatchOp:
-            return MatchOp(s, _Services())
+            return MatchOp(s, _services())
 
         whole, _, _ = _feed(make, batches, None, lag=2000)
         got, _, snap = _feed(make, batches, len(batches) // 2, lag=2000)
@@ -479,10 +462,10 @@ def test_lookup_join_is_stateless_and_joins_and_matches_are_checkpointed(tmp_pat
         def get(self, keys: pl.DataFrame) -> pl.DataFrame:
             return keys.with_columns(pl.lit(1).alias("limit"))
 
-    lookup = LookupJoinOp(p.Join("lk", ("left",), spec=LookupSpec(Table(), ("a",), ("a",))), _Services())
+    lookup = LookupJoinOp(p.Join("lk", ("left",), spec=LookupSpec(Table(), ("a",), ("a",))), _services())
     assert state.state_of(lookup) is None
     join: Any = _join(IntervalSpec(("k",), "ts", "ts", 0, 1, "inner"), IntervalJoinOp)()
-    match: Any = MatchOp(p.Match("m", ("src",), pattern=CARD_TESTING, by=("card",)), _Services())
+    match: Any = MatchOp(p.Match("m", ("src",), pattern=CARD_TESTING, by=("card",)), _services())
     assert state.state_of(join) is join and state.state_of(match) is match
     log = EmbeddedLog(tmp_path / "d", durability="relaxed")
     tx = log.transactional_producer("t")

@@ -1,0 +1,93 @@
+"""Lazy per-key evaluation: candidate rows wait, columnar, until a row that can end a match arrives.
+
+A match is emitted only when the NFA takes a row into a stage that can complete it (the last
+mandatory positive stage, or an optional one after it): an **ending row**. Until such a row comes
+for a key, feeding the key's other candidates to the NFA changes nothing anyone can observe, as
+long as nothing else is reported per event. So, when :meth:`Compiled.lazy_ending_bits` allows it,
+the match operator parks each key's candidate rows here (key columns, event id, event time and
+condition mask: a few ints per row, no Python object) and feeds the NFA a key's parked rows, in
+the order it would have seen them, only when an ending row of that key is released.
+
+Parked rows older than the pattern's time bound are dropped: once the watermark is ``W``, every
+ending row still to come has event time ``>= W``, so a row with ``t + within <= W`` can be in no
+future match, and neither can any partial match it would have started or extended (those start
+no later than ``t``). Dropping it cannot change another partial match either: partial matches
+only interact through the after-match skip strategy, which acts on completed matches.
+
+The equivalence with eager feeding (same matches, same order, same emission batches) is checked
+by the property tests in ``tests/cep`` on random patterns and out-of-order arrival, including a
+snapshot and restore in the middle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import polars as pl
+
+from everstream.engine.aggregates import EVENT_TIME
+
+#: column names shared with :mod:`everstream.cep.operator` (kept here so both import one definition)
+MASK = "_cep_mask"
+GID = "_cep_gid"
+_WHAT = "_cep_what"
+
+
+class Parked:
+    """The parked candidate rows of every key: ``by`` columns, ``GID``, ``EVENT_TIME``, ``MASK``, sorted
+    by (key, event id). Operator state: snapshotted with the match operator's other tables."""
+
+    def __init__(self, by: list[str], ending_bits: int, within_ms: int) -> None:
+        self.by = by
+        self.ending_bits = ending_bits
+        self.within_ms = within_ms
+        self.columns = [*by, GID, EVENT_TIME, MASK]
+        self.frame: pl.DataFrame | None = None
+
+    @property
+    def height(self) -> int:
+        return 0 if self.frame is None else self.frame.height
+
+    def split(self, cands: pl.DataFrame, start_bits: int, live: Callable[[pl.DataFrame], pl.Series]) -> pl.DataFrame:
+        """Take newly released candidate rows (sorted by key, then event id); return the rows to feed the
+        NFA now — per key with an ending row among the parked and new rows, its rows up to its last
+        ending row, in (key, event id) order — and park the rest.
+
+        Of the rows to feed, those before the key's first row that can start a match (``start_bits``)
+        are dropped when the key has no partial match in the NFA (``live(keys)``: True per row whose key
+        has one): the NFA would ignore them (W5: a large amount on a card with no recent small one)."""
+        new = cands.lazy().select(self.columns)
+        if self.frame is not None and self.frame.height:
+            rows = pl.concat([self.frame.lazy(), new], how="vertical_relaxed").sort([*self.by, GID], nulls_last=True)
+        else:
+            rows = new
+        gid = pl.col(GID)
+        last = gid.filter((pl.col(MASK) & self.ending_bits) != 0).max()
+        first = gid.filter((pl.col(MASK) & start_bits) != 0).min()
+        if self.by:
+            last, first = last.over(self.by), first.over(self.by)
+        # 0: park; 1: feed; 2: feed if the key has a partial match, else drop
+        what = (pl.when(last.is_null() | (gid > last)).then(0)
+                .when(first.is_null() | (gid < first)).then(2).otherwise(1).cast(pl.Int8).alias(_WHAT))
+        got = rows.with_columns(what).collect()
+        kind = got.get_column(_WHAT)
+        park = got.filter(kind == 0)
+        self.frame = park.drop(_WHAT) if park.height else None
+        fed = got.filter(kind != 0)
+        lead = fed.get_column(_WHAT) == 2
+        if lead.any():
+            fed = fed.filter(~lead | live(fed))
+        return fed.drop(_WHAT)
+
+    def prune(self, watermark: int) -> None:
+        """Drop parked rows no future ending row (event time >= ``watermark``) can share a match with."""
+        if self.frame is not None:
+            keep = self.frame.filter(pl.col(EVENT_TIME) > watermark - self.within_ms)
+            self.frame = keep if keep.height else None
+
+    def lowest_gid(self) -> int | None:
+        """The smallest event id parked (the store must keep that row and the later ones)."""
+        if self.frame is None or not self.frame.height:
+            return None
+        got = self.frame.get_column(GID).min()
+        return None if got is None else int(got)  # type: ignore[arg-type]
