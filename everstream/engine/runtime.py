@@ -610,7 +610,7 @@ def _frames(
             table = pa.Table.from_batches(bs)
             if need is not None:  # metadata the engine itself needs; the rest is left in the log
                 table = table.select([c for c in table.schema.names if c in need or c in (PARTITION_COL, OFFSET_COL)])
-            df = pl.from_arrow(table, rechunk=False)
+            df = _to_polars(table, tp[0])
         except pa.ArrowInvalid:  # undeclared topic whose schema changed between batches
             frames = [pl.from_arrow(b) for b in bs]
             df = pl.concat(frames, how="diagonal_relaxed")  # type: ignore[type-var]
@@ -618,6 +618,38 @@ def _frames(
                 df = df.select([c for c in df.columns if c in need or c in (PARTITION_COL, OFFSET_COL)])
         assert isinstance(df, pl.DataFrame)
         yield tp, df
+
+
+_VIEW_OF = {pa.string(): pa.string_view(), pa.large_string(): pa.string_view(),
+            pa.binary(): pa.binary_view(), pa.large_binary(): pa.binary_view()}
+
+
+def _as_views(table: pa.Table) -> pa.Table:
+    """String and binary columns as Arrow views, which Polars takes without copying.
+
+    Polars stores strings as views; from offsets-based Arrow strings it builds them row by row (~16 ms per
+    250,000 rows of two string columns here), while Arrow's own cast to views and the hand-over take
+    ~3.5 ms. Same values, same Polars types.
+    """
+    schema = table.schema
+    if not any(f.type in _VIEW_OF for f in schema):
+        return table
+    return table.cast(pa.schema([f.with_type(_VIEW_OF.get(f.type, f.type)) for f in schema]))
+
+
+def _to_polars(table: pa.Table, topic: str) -> pl.DataFrame:
+    """A poll's table of one partition as a Polars frame (strings as views; ``_topic``, a constant, made here:
+    converting its Arrow dictionary per row costs a third of the conversion)."""
+    names = table.schema.names
+    if TOPIC_COL not in names:
+        df = pl.from_arrow(_as_views(table), rechunk=False)
+        assert isinstance(df, pl.DataFrame)
+        return df
+    at = names.index(TOPIC_COL)
+    df = pl.from_arrow(_as_views(table.remove_column(at)), rechunk=False)
+    assert isinstance(df, pl.DataFrame)
+    const = pl.Series(TOPIC_COL, [topic]).cast(pl.Categorical).new_from_index(0, df.height)
+    return df.insert_column(at, const)
 
 
 def _record_times(df: pl.DataFrame) -> pa.Array | None:
