@@ -24,6 +24,7 @@ from everstream.engine.operators import (
     INTERNAL,
     WATERMARK,
     Ctx,
+    HeldCache,
     Operator,
     Services,
     dead_letters_of,
@@ -66,6 +67,7 @@ class JoinOperator(Operator):
         self.seq = 0
         self.sources: dict[tuple[str | None, int | None], int] = {}
         self.key_types: dict[str, pl.DataType] = {}
+        self._held_cache: HeldCache = {}  # per state frame: its oldest offsets (see oldest_held)
         self.incoming: tuple[list[pl.DataFrame], list[pl.DataFrame]] = ([], [])
         #: The user columns its inputs carry (``Plan.required_columns`` of the join; None: all), set by
         #: ``join_operator``: held rows have only these, so they are part of the state's fingerprint.
@@ -192,7 +194,8 @@ class JoinOperator(Operator):
 
     def held_offsets(self) -> dict[tuple[str, int], int]:
         """Per input (topic, partition): the oldest offset of a row the join still holds."""
-        return oldest_held([*self.held(), *self.incoming[0], *self.incoming[1]], SRC, OFF, self.sources)
+        return oldest_held([*self.held(), *self.incoming[0], *self.incoming[1]], SRC, OFF, self.sources,
+                           self._held_cache)
 
     # ------------------------------------------------------------------ checkpoints (exactly-once)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import traceback
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -73,17 +74,39 @@ def user_columns(df: pl.DataFrame) -> list[str]:
     return [c for c in df.columns if c not in _INTERNAL]
 
 
+HeldCache = dict[int, tuple["weakref.ref[pl.DataFrame]", pl.DataFrame]]
+
+
 def oldest_held(frames: list[pl.DataFrame], src: str, off: str,
-                sources: dict[tuple[str | None, int | None], int]) -> dict[tuple[str, int], int]:
+                sources: dict[tuple[str | None, int | None], int],
+                cache: HeldCache | None = None) -> dict[tuple[str, int], int]:
     """Per input (topic, partition): the oldest offset among rows an operator still holds.
 
     ``src`` is the column with the row's input index (``sources`` maps (topic, partition) to it),
     ``off`` the column with its input offset; rows from no input (fired results) are ignored.
+    ``cache`` (the caller's dict, kept between calls): per-frame minimums of frames seen before, for
+    operators whose state frames are replaced, never changed in place (a join's sorted pieces: a
+    commit would otherwise scan all of them, ~20 ms per commit for a million held quotes). An entry
+    counts only while its frame is alive (a weak reference), so a reused ``id`` is never mistaken.
     """
-    frames = [f.select(src, off) for f in frames if f.height]
-    if not frames:
+    live = [f for f in frames if f.height]
+    if not live:
+        if cache is not None:
+            cache.clear()
         return {}
-    mins = pl.concat(frames).drop_nulls().group_by(src).agg(pl.col(off).min())
+    if cache is None:
+        mins = pl.concat([f.select(src, off) for f in live]).drop_nulls().group_by(src).agg(pl.col(off).min())
+    else:
+        parts, fresh = [], {}
+        for f in live:
+            hit = cache.get(id(f))
+            if hit is None or hit[0]() is not f:
+                hit = (weakref.ref(f), f.select(src, off).drop_nulls().group_by(src).agg(pl.col(off).min()))
+            fresh[id(f)] = hit
+            parts.append(hit[1])
+        cache.clear()
+        cache.update(fresh)
+        mins = pl.concat(parts).group_by(src).agg(pl.col(off).min())
     names = {i: tp for tp, i in sources.items()}
     out: dict[tuple[str, int], int] = {}
     for s, o in mins.iter_rows():
@@ -200,7 +223,10 @@ class WatermarkOp(Operator):
         ts = et.to_numpy()
         wm = self.tracker.row_watermarks(slot, ts)
         self.tracker.observe(slot, int(ts.max()))
-        return df.with_columns(et.alias(EVENT_TIME), pl.Series(WATERMARK, wm, dtype=pl.Int64))
+        out = [et.alias(EVENT_TIME), pl.Series(WATERMARK, wm, dtype=pl.Int64)]
+        if EVENT_TIME in df.columns or WATERMARK in df.columns:  # a second watermark step: replace
+            return df.with_columns(out)
+        return df.hstack(out)  # no lazy-engine round trip: ~40 us instead of ~200 us on a 5-row batch
 
     def _dead(self, ctx: Ctx, df: pl.DataFrame, errors: list[str] | str) -> None:
         self.metrics.dead_letters += df.height
