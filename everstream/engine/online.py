@@ -21,13 +21,17 @@ features (:mod:`everstream.ml.features`) compute card/merchant and card/device n
 and sum the novelty flags per card, merchant and device after.
 
 How it runs (vectorized, no Python object per event on big batches): per family the state is
-the key's retained events (key id, time, arrival sequence, values) in NumPy arrays, a sorted
-main part plus a small appended delta merged now and then. A batch gathers the history rows of
-its keys, sorts them with the batch by (key, time, arrival), and answers every window with two
-``searchsorted`` calls and prefix sums. Rows of a key that arrive out of time order within one
-batch are split into in-order runs processed one after another, so arrival order is honoured
-exactly. Small batches (a few events, live) cost a few dozen NumPy calls per family and no
-Polars round trip except reading the input columns and adding the outputs.
+the key's retained events (key id, time, arrival sequence, values) in NumPy arrays, in a tiered
+(LSM-style) layout so that no batch pays for the size of the state: a small unsorted L0 of the
+newest rows, and sorted runs by (key, arrival) of geometrically growing sizes, merged two
+neighbours at a time (never the whole state) and pruned of rows older than the retention as
+they merge (a run entirely older goes whole). A batch gathers the history rows of its keys (a
+``searchsorted`` range per run, a linear scan of L0), sorts them with the batch by (key, time,
+arrival), and answers every window with two ``searchsorted`` calls and prefix sums. Rows of a
+key that arrive out of time order within one batch are split into in-order runs processed one
+after another, so arrival order is honoured exactly. Small batches (a few events, live) cost a
+few dozen NumPy calls per family and no Polars round trip except reading the input columns and
+adding the outputs.
 """
 
 from __future__ import annotations
@@ -51,8 +55,9 @@ if TYPE_CHECKING:
     from everstream.engine.stream import Stream
 
 _SMALL = 64  # batches up to this many rows map keys with a dict per row (cheaper than a Polars round trip)
-_MERGE_MIN = 2048
-_INTERNAL = frozenset(INTERNAL)  # delta rows before a merge into the sorted main part
+_L0_ROWS = 2048  # rows of the unsorted L0 before it is sorted into a run (a linear scan of L0 is cheap)
+_RUN_MAX = 1 << 20  # runs stop merging at this size: bounds the one-off cost of a merge; old ones drop whole
+_INTERNAL = frozenset(INTERNAL)
 
 
 @dataclass(frozen=True)
@@ -177,8 +182,36 @@ def online_features(stream: Stream, parts: tuple[Family | Derive, ...] | list[Fa
 # ---------------------------------------------------------------------- state of one family
 
 
+class _Run:
+    """One sorted run of a family's state: rows ordered by (key id, arrival), ``tmax`` their newest time.
+
+    Runs of one family cover disjoint arrival intervals and are kept oldest first, so merging two
+    neighbours is a stable merge by key id (the older run's rows first on ties) and concatenating all
+    runs in order then sorting stably by key id gives (key, arrival) order (the snapshot's)."""
+
+    __slots__ = ("kid", "seq", "tmax", "ts", "val")
+
+    def __init__(self, kid: np.ndarray, ts: np.ndarray, seq: np.ndarray, val: np.ndarray) -> None:
+        self.kid, self.ts, self.seq, self.val = kid, ts, seq, val
+        self.tmax = int(ts.max()) if len(ts) else MIN_TIME
+
+    def __len__(self) -> int:
+        return len(self.kid)
+
+
 class _FamilyState:
-    """The retained events of one family's keys (see the module doc) and the key index."""
+    """The retained events of one family's keys and the key index, in a tiered (LSM-style) layout.
+
+    New rows go to an unsorted append buffer, L0 (at most about :data:`_L0_ROWS` rows, scanned
+    linearly: cheap at that size). A full L0 is sorted by (key id, arrival) into a new run; the
+    newest runs are then merged while the older neighbour is no bigger than the newer one (a
+    binary counter: run sizes grow geometrically, about log2(state / L0) of them below
+    :data:`_RUN_MAX`), and runs of :data:`_RUN_MAX` rows are never merged further. A merge is a
+    linear ``searchsorted`` merge of the two runs only, never of the whole state, so no batch
+    pays for the size of the state: a lookup is one ``searchsorted`` range per run plus the L0
+    scan. Rows at or below the retention cut are pruned when their run merges, and a run whose
+    newest row is below the cut is dropped whole; ``pruned_last`` keeps each key's newest pruned
+    time so time-since-last stays exact across pruning."""
 
     def __init__(self, family: Family, max_delay_ms: int) -> None:
         self.family = family
@@ -190,16 +223,19 @@ class _FamilyState:
         self.retention = self.max_over + max_delay_ms
         self.keys: dict[Any, int] = {}
         nv = len(self.values)
-        self.kid = np.zeros(0, np.int64)
-        self.ts = np.zeros(0, np.int64)
-        self.seq = np.zeros(0, np.int64)
-        self.val = np.zeros((0, nv))
-        self.dkid = np.zeros(0, np.int64)  # the delta: rows appended since the last merge (first delta_rows)
+        self.runs: list[_Run] = []  # sorted runs, oldest first
+        self.dkid = np.zeros(0, np.int64)  # L0: rows appended since the last flush (first delta_rows)
         self.dts = np.zeros(0, np.int64)
         self.dseq = np.zeros(0, np.int64)
         self.dval = np.zeros((0, nv))
         self.delta_rows = 0
         self.pruned_last = np.zeros(0, np.int64)  # per key: newest time of its pruned rows (MIN_TIME: none)
+        self.marks = np.zeros(0, bool)  # per key: scratch flags of the L0 scan (all False between batches)
+
+    @property
+    def rows(self) -> int:
+        """Rows retained (runs and L0)."""
+        return sum(len(r) for r in self.runs) + self.delta_rows
 
     # -------------------------------------------------------------- key ids
 
@@ -299,24 +335,35 @@ class _FamilyState:
             ok = before >= 0
             same = np.zeros(n, bool)
             same[ok] = ck[before[ok]] == kid[ok]
-            prev = np.where(same, ct[np.maximum(before, 0)], self.pruned_last[kid])
+            # a key's pruned rows are older than the retention cut; runs prune at different cuts, so a
+            # retained row may be older than a pruned one: the previous time is the newer of the two
+            gone = self.pruned_last[kid]
+            found = np.maximum(ct[np.maximum(before, 0)], np.where(gone <= ts, gone, MIN_TIME))
+            prev = np.where(same, found, gone)
         return out, prev
 
     def _history(self, ukids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Retained rows of the keys ``ukids`` (sorted unique): main part by range, delta by membership."""
-        lo = np.searchsorted(self.kid, ukids, side="left")
-        hi = np.searchsorted(self.kid, ukids, side="right")
-        lens = hi - lo
-        total = int(lens.sum())
-        if total:
-            idx = np.arange(total) + np.repeat(lo - np.cumsum(lens) + lens, lens)
-            parts = [(self.kid[idx], self.ts[idx], self.seq[idx], self.val[idx])]
-        else:
-            parts = []
+        """Retained rows of the keys ``ukids`` (sorted unique): a range per run, L0 by membership."""
+        parts = []
+        if self.runs:
+            bounds = np.concatenate([ukids, ukids + 1])  # key ids are dense ints: [k, k+1) is key k's range
+            u = len(ukids)
+            for run in self.runs:
+                pos = np.searchsorted(run.kid, bounds)
+                lo = pos[:u]
+                lens = pos[u:] - lo
+                total = int(lens.sum())
+                if total:
+                    idx = np.arange(total) + np.repeat(lo - np.cumsum(lens) + lens, lens)
+                    parts.append((run.kid[idx], run.ts[idx], run.seq[idx], run.val[idx]))
         d = self.delta_rows
         if d:
             dk = self.dkid[:d]
-            m = np.isin(dk, ukids) if len(ukids) > 8 else _any_equal(dk, ukids)
+            if len(self.marks) < len(self.pruned_last):
+                self.marks = np.zeros(len(self.pruned_last), bool)
+            self.marks[ukids] = True  # a flag per key id: one gather over L0 (no sort, no per-key pass)
+            m = self.marks[dk]
+            self.marks[ukids] = False
             if m.any():
                 parts.append((dk[m], self.dts[:d][m], self.dseq[:d][m], self.dval[:d][m]))
         if not parts:
@@ -340,30 +387,61 @@ class _FamilyState:
         self.delta_rows = d + n
 
     def maybe_merge(self, max_ts: int, max_delay_ms: int, force: bool = False) -> None:
-        """Fold the delta into the sorted main part and prune rows no timely event can need."""
+        """Flush a full L0 into a sorted run, prune, and merge the newest runs (see the class doc).
+
+        ``force``: flush whatever L0 holds (used by tests and tools; snapshots do not need it)."""
         d = self.delta_rows
-        if not d or (not force and d < max(_MERGE_MIN, len(self.kid) // 4)):
+        if not d or (not force and d < _L0_ROWS):
             return
-        kid = np.concatenate([self.kid, self.dkid[:d]])
-        ts = np.concatenate([self.ts, self.dts[:d]])
-        seq = np.concatenate([self.seq, self.dseq[:d]])
-        val = np.concatenate([self.val, self.dval[:d]])
+        order = np.argsort(self.dkid[:d], kind="stable")  # L0 is in arrival order: stable = (key, arrival)
+        self.runs.append(_Run(self.dkid[order], self.dts[order], self.dseq[order], self.dval[order]))
         self.delta_rows = 0
         cut = max_ts - max_delay_ms - self.retention
-        old = ts <= cut
-        if old.any():
-            np.maximum.at(self.pruned_last, kid[old], ts[old])
-            keep = ~old
-            kid, ts, seq, val = kid[keep], ts[keep], seq[keep], val[keep]
-        order = np.argsort(kid, kind="stable")  # main is (key, arrival) ordered; the delta comes after it
-        self.kid, self.ts, self.seq, self.val = kid[order], ts[order], seq[order], val[order]
+        if any(r.tmax <= cut for r in self.runs):  # runs entirely below the cut go whole
+            for r in self.runs:
+                if r.tmax <= cut:
+                    self._forget(r.kid, r.ts)
+            self.runs = [r for r in self.runs if r.tmax > cut]
+        runs = self.runs
+        while len(runs) >= 2 and len(runs[-2]) <= len(runs[-1]) and len(runs[-2]) + len(runs[-1]) <= _RUN_MAX:
+            b = runs.pop()
+            runs[-1] = self._prune(_merge(runs[-1], b), cut)
+
+    def _prune(self, run: _Run, cut: int) -> _Run:
+        """``run`` without its rows at or below ``cut`` (their keys' ``pruned_last`` updated)."""
+        old = run.ts <= cut
+        if not old.any():
+            return run
+        self._forget(run.kid[old], run.ts[old])
+        keep = ~old
+        return _Run(run.kid[keep], run.ts[keep], run.seq[keep], run.val[keep])
+
+    def _forget(self, kid: np.ndarray, ts: np.ndarray) -> None:
+        """Record pruned rows (``kid`` sorted) in ``pruned_last``: per key, the newest pruned time."""
+        if not len(kid):
+            return
+        starts = np.flatnonzero(np.r_[True, kid[1:] != kid[:-1]])
+        k = kid[starts]
+        self.pruned_last[k] = np.maximum(self.pruned_last[k], np.maximum.reduceat(ts, starts))
 
     # -------------------------------------------------------------- snapshot
 
+    def _sorted_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """All retained rows in (key id, arrival) order, without changing the layout: runs then L0 are in
+        arrival order, so a stable sort by key id of their concatenation (a merge of sorted stretches) does."""
+        d = self.delta_rows
+        parts = [(r.kid, r.ts, r.seq, r.val) for r in self.runs]
+        parts.append((self.dkid[:d], self.dts[:d], self.dseq[:d], self.dval[:d]))
+        kid, ts, seq, val = (np.concatenate([x[i] for x in parts]) for i in range(4))
+        order = np.argsort(kid, kind="stable")
+        return kid[order], ts[order], seq[order], val[order]
+
     def snapshot(self, prefix: str) -> dict[str, pl.DataFrame]:
-        self.maybe_merge(MIN_TIME, 0, force=True)
-        rows = pl.DataFrame({"kid": self.kid, "ts": self.ts, "seq": self.seq,
-                             **{f"v{i}": self.val[:, i] for i in range(len(self.values))}})
+        """Tables ``rows`` (key id, time, arrival, values; in (key id, arrival) order), ``keys`` and ``last``:
+        the format of the single-run layout before, so either reads the other's snapshots."""
+        kid, ts, seq, val = self._sorted_rows()
+        rows = pl.DataFrame({"kid": kid, "ts": ts, "seq": seq,
+                             **{f"v{i}": val[:, i] for i in range(len(self.values))}})
         keys = list(self.keys)
         by = self.family.by
         cols = [keys] if len(by) == 1 else [list(x) for x in zip(*keys, strict=True)] if keys else [[] for _ in by]
@@ -376,9 +454,10 @@ class _FamilyState:
         rows, index, last = (snap.frame(f"{prefix}.{x}") for x in ("rows", "keys", "last"))
         if rows is None or index is None or last is None:
             raise StateError(f"online features: snapshot lacks the tables of family {prefix}")
-        self.kid, self.ts, self.seq = (rows.get_column(c).to_numpy().astype(np.int64) for c in ("kid", "ts", "seq"))
-        self.val = (np.column_stack([rows.get_column(f"v{i}").to_numpy() for i in range(len(self.values))])
-                    if self.values else np.zeros((len(self.kid), 0)))
+        kid, ts, seq = (rows.get_column(c).to_numpy().astype(np.int64) for c in ("kid", "ts", "seq"))
+        val = (np.column_stack([rows.get_column(f"v{i}").to_numpy() for i in range(len(self.values))])
+               if self.values else np.zeros((len(kid), 0)))
+        self.runs = _arrival_runs(kid, ts, seq, val)
         n = len(self.family.by)
         kids = index.get_column("kid").to_list()
         keys = index.get_column("k0").to_list() if n == 1 else list(
@@ -388,18 +467,41 @@ class _FamilyState:
         self.delta_rows = 0
 
 
+def _arrival_runs(kid: np.ndarray, ts: np.ndarray, seq: np.ndarray, val: np.ndarray) -> list[_Run]:
+    """Restored rows (any order) as streaming would have left them: runs of at most ``_RUN_MAX`` rows by
+    arrival, oldest first, each sorted by (key id, arrival); so old runs still drop whole as time moves."""
+    if not len(kid):
+        return []
+    by_arrival = np.argsort(seq, kind="stable")
+    runs = []
+    for a in range(0, len(by_arrival), _RUN_MAX):
+        idx = by_arrival[a:a + _RUN_MAX]
+        idx = idx[np.argsort(kid[idx], kind="stable")]
+        runs.append(_Run(kid[idx], ts[idx], seq[idx], val[idx]))
+    return runs
+
+
+def _merge(a: _Run, b: _Run) -> _Run:
+    """The stable merge by key id of neighbouring runs ``a`` (older) and ``b`` (newer): linear in their rows
+    (``b``'s places by ``searchsorted`` in ``a``, ``a``'s rows fill the rest), never touching other runs."""
+    na, nb = len(a), len(b)
+    at_b = np.searchsorted(a.kid, b.kid, side="right") + np.arange(nb)
+    free = np.ones(na + nb, bool)
+    free[at_b] = False
+    at_a = np.flatnonzero(free)
+    out = []
+    for x, y in ((a.kid, b.kid), (a.ts, b.ts), (a.seq, b.seq), (a.val, b.val)):
+        z = np.empty((na + nb, *x.shape[1:]), x.dtype)
+        z[at_a] = x
+        z[at_b] = y
+        out.append(z)
+    return _Run(out[0], out[1], out[2], out[3])
+
+
 def _grow(a: np.ndarray, cap: int, used: int) -> np.ndarray:
     out = np.empty((cap, *a.shape[1:]), a.dtype)
     out[:used] = a[:used]
     return out
-
-
-def _any_equal(a: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``np.isin`` for a handful of values: one comparison per value (no sort of ``a``)."""
-    m: np.ndarray = a == values[0]
-    for v in values[1:]:
-        m |= a == v
-    return m
 
 
 def _runs(kid: np.ndarray, ts: np.ndarray) -> np.ndarray | None:

@@ -88,18 +88,19 @@ def test_engine_features_equal_the_arrival_reference_and_live_equals_replay(
 
 
 @settings(max_examples=12, deadline=None)
-@given(st.lists(st.integers(1, 400), max_size=12), st.integers(0, 2), st.sampled_from([4, 64, 2048]))
+@given(st.lists(st.integers(1, 400), max_size=12), st.integers(0, 2), st.sampled_from([1, 4, 64, 2048]),
+       st.sampled_from([8, 64, 1 << 20]))
 def test_any_batching_and_any_merge_schedule_give_the_same_features(
-        cuts: list[int], seed: int, merge_min: int) -> None:
-    """Property: the features depend on the arrival order only (batch boundaries and the state's merge/prune
-    schedule do not matter), and equal the plain reference."""
+        cuts: list[int], seed: int, l0_rows: int, run_max: int) -> None:
+    """Property: the features depend on the arrival order only (batch boundaries and the state's L0 size,
+    run merges, run size cap and prune schedule do not matter), and equal the plain reference."""
     data = _disordered(seed, per_day=120)
-    old = online._MERGE_MIN
-    online._MERGE_MIN = merge_min
+    old = online._L0_ROWS, online._RUN_MAX
+    online._L0_ROWS, online._RUN_MAX = l0_rows, run_max
     try:
         got = _run_op(data, sorted({c for c in cuts if c < data.height}))
     finally:
-        online._MERGE_MIN = old
+        online._L0_ROWS, online._RUN_MAX = old
     assert_frame_equal(got.sort("txn_id"), reference(data).sort("txn_id"), check_dtypes=False,
                        rel_tol=1e-6, abs_tol=1e-6)
 
