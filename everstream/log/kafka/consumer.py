@@ -38,6 +38,7 @@ from everstream.errors import (
     OffsetOutOfRangeError,
     UnknownTopicError,
 )
+from everstream.log import batch as batchcodec
 from everstream.log.contract import (
     Consumer,
     StartAt,
@@ -94,8 +95,10 @@ class KafkaConsumer(Consumer):
         max_poll_records: int = 500_000,
         isolation: str = "read_committed",
         config: Mapping[str, Any] | None = None,
+        string_views: bool = False,
     ) -> None:
         check_consumer_options(start, session_timeout_ms, heartbeat_ms)
+        self._views = string_views
         if isolation not in ("read_committed", "read_uncommitted"):
             raise ConfigError(f"isolation={isolation!r}: use read_committed (default) or read_uncommitted")
         if group is not None:  # the broker refuses sessions outside its bounds: stay inside them
@@ -301,7 +304,8 @@ class KafkaConsumer(Consumer):
             msgs = self._errors(msgs)
             if not msgs:
                 return []
-        return self._batches(msgs)
+        out = self._batches(msgs)
+        return [batchcodec.as_views(b) for b in out] if self._views else out
 
     def _errors(self, msgs: list[Message]) -> list[Message]:
         keep = []

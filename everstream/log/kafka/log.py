@@ -135,9 +135,11 @@ class KafkaLog(Log):
         max_poll_records: int = 500_000,
         isolation: str = "read_committed",
         config: Mapping[str, Any] | None = None,
+        string_views: bool = False,
     ) -> KafkaConsumer:
         return KafkaConsumer(
-            self, group, start, auto_commit, session_timeout_ms, heartbeat_ms, max_poll_records, isolation, config
+            self, group, start, auto_commit, session_timeout_ms, heartbeat_ms, max_poll_records, isolation, config,
+            string_views,
         )
 
     def close(self) -> None:
