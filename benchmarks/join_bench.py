@@ -42,32 +42,17 @@ from everstream.engine import operators as ops
 from everstream.engine import plan as p
 from everstream.engine.joins import join_operator
 from everstream.engine.runtime import _frames
+from everstream.engine.testing import FakeServices
 from everstream.engine.time import MAX_TIME
 from everstream.log import EmbeddedLog, TopicSpec
 
+
+def _services() -> FakeServices:
+    """An in-process runtime for driving the operator: late rows and dead letters collected, not raised."""
+    return FakeServices("join-bench", late="keep", dead="keep")
+
+
 OUT = ["seq", "ts", "symbol", "price", "bid", "ask"]
-
-
-class _Services:
-    """What the operators need from the runtime: nothing goes to dead letters or late topics here."""
-
-    app_name = "join-bench"
-
-    def __init__(self) -> None:
-        self.dead = 0
-        self.late_rows = 0
-
-    def dead_letters(self, letters: list[Any]) -> None:
-        self.dead += len(letters)
-
-    def late(self, step: p.Step, df: pl.DataFrame) -> None:
-        self.late_rows += df.height
-
-    def now_ms(self) -> int:
-        return int(time.time() * 1000)
-
-    def clock(self) -> float:
-        return time.monotonic()
 
 
 def _app() -> es.App:
@@ -106,7 +91,7 @@ def run_operator(trades: Path, quotes: Path, poll: int, profile: bool, repeat: i
     """The join operator alone over the runtime's polls; checked against Polars join_asof."""
     app = _app()
     plan = app.plan
-    services = _Services()
+    services = _services()
     columns = {s.topic: plan.required_columns(s.step_id) for s in plan.sources()}
     wm_steps = {s.inputs[0]: s for s in plan if isinstance(s, p.Watermark)}  # source step id -> watermark step
     wmops = {sid: ops.WatermarkOp(s, services, {(plan.step(sid).topic, 0): 0}, time.monotonic)  # type: ignore[attr-defined]
@@ -127,7 +112,7 @@ def run_operator(trades: Path, quotes: Path, poll: int, profile: bool, repeat: i
             stamped.append((wop.step.step_id, got))
         staged.append((stamped, {w.step.step_id: w.tracker.current() for w in wmops.values()}))
     del polls
-    best: tuple[float, float, list[pl.DataFrame], _Services, dict[str, int]] | None = None
+    best: tuple[float, float, list[pl.DataFrame], FakeServices, dict[str, int]] | None = None
     for i in range(repeat):  # best of ``repeat`` runs, each on a fresh operator: the machine is shared
         run = _time_operator(plan, join_step, staged, profile and i == 0)
         if best is None or run[0] < best[0]:
@@ -141,17 +126,17 @@ def run_operator(trades: Path, quotes: Path, poll: int, profile: bool, repeat: i
     result = {"seconds": round(seconds, 4), "trades_per_s": round(rows / seconds),
               "trades_per_cpu_s": round(rows / cpu) if cpu > 0 else None, "polls": len(staged),
               "poll_events": poll, "output_rows": out.height, "correct": ok, "check": detail,
-              "late_events": services.late_rows, "dead_letters": services.dead, "best_of": repeat, **state}
+              "late_events": services.late_rows, "dead_letters": len(services.letters), "best_of": repeat, **state}
     return result
 
 
 def _time_operator(plan: p.Plan, join_step: p.Join, staged: list[tuple[list[tuple[str, pl.DataFrame]], dict[str, int]]],
-                   profile: bool) -> tuple[float, float, list[pl.DataFrame], _Services, dict[str, int]]:
+                   profile: bool) -> tuple[float, float, list[pl.DataFrame], FakeServices, dict[str, int]]:
     """One timed run of a fresh join operator over the staged polls: (seconds, CPU seconds, outputs, what the
     state held: the most rows and right-side pieces after any poll). In a replay the quotes topic is read
     ahead of the trades (each poll takes one topic's next records, and quotes are half as dense), so the
     right side holds the quotes read ahead: the state is bounded by that skew, not by the disorder."""
-    services = _Services()
+    services = _services()
     now: dict[str, int] = {}
     op = join_operator(join_step, services, plan, lambda sid: now[sid], lambda sid: 0)
     outs: list[pl.DataFrame] = []

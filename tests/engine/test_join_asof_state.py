@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -33,30 +32,15 @@ from everstream.engine import plan as p
 from everstream.engine.join_asof import RT, SortedPieces, stable_order
 from everstream.engine.joins import AsofJoinOp, AsofSpec
 from everstream.engine.operators import Ctx
-from everstream.engine.testing import read_topic
+from everstream.engine.testing import FakeServices, read_topic
 from everstream.engine.time import MAX_TIME
 from everstream.errors import StateIncompatibleError
 from everstream.log import Log
 
 
-class _Services:
-    app_name = "asof-state-test"
-
-    def __init__(self) -> None:
-        self.late_rows = 0
-        self.dead = 0
-
-    def dead_letters(self, letters: list[Any]) -> None:
-        self.dead += len(letters)
-
-    def late(self, step: p.Step, df: pl.DataFrame) -> None:
-        self.late_rows += df.height
-
-    def now_ms(self) -> int:
-        return 0
-
-    def clock(self) -> float:
-        return 0.0
+def _services() -> FakeServices:
+    """An in-process runtime for driving the operator: late rows and dead letters collected, not raised."""
+    return FakeServices("asof-state-test", late="keep", dead="keep")
 
 
 @settings(max_examples=80, deadline=None)
@@ -136,7 +120,7 @@ def test_one_side_far_ahead_leaves_later_pieces_alone(ahead: str) -> None:
     left, right = _side(rng, 4000, 40_000, "price"), _side(rng, 3000, 40_000, "bid")
     spec = AsofSpec(("key",), "ts", "ts", "backward", True, None)
     wm = [-(1 << 62), -(1 << 62)]
-    op = AsofJoinOp(p.Join("asof", ("l", "r"), spec=spec), _Services(), lambda: (wm[0], wm[1]))
+    op = AsofJoinOp(p.Join("asof", ("l", "r"), spec=spec), _services(), lambda: (wm[0], wm[1]))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(join_asof, "PIECE_ROWS", 100)
         first, later = (right, left) if ahead == "right" else (left, right)

@@ -24,9 +24,14 @@ import everstream as es
 from everstream.engine import plan as p
 from everstream.engine.joins import AsofJoinOp, AsofSpec
 from everstream.engine.operators import Ctx
-from everstream.engine.testing import read_topic
+from everstream.engine.testing import FakeServices, read_topic
 from everstream.engine.time import MAX_TIME
 from everstream.log import Log
+
+
+def _services() -> FakeServices:
+    """An in-process runtime for driving the operator: late rows and dead letters collected, not raised."""
+    return FakeServices("asof-ops", late="keep", dead="keep")
 
 DELAY = "1500ms"
 
@@ -396,26 +401,6 @@ def test_interval_join_with_projection_matches_duckdb(log: Log, names: Callable[
 # ---------------------------------------------------------------------- the as-of operator, poll by poll
 
 
-class _Services:
-    app_name = "asof-ops"
-
-    def __init__(self) -> None:
-        self.late_rows = 0
-        self.dead = 0
-
-    def dead_letters(self, letters: list[object]) -> None:
-        self.dead += len(letters)
-
-    def late(self, step: object, df: pl.DataFrame) -> None:
-        self.late_rows += df.height
-
-    def now_ms(self) -> int:
-        return 0
-
-    def clock(self) -> float:
-        return 0.0
-
-
 def _side(rng: np.random.Generator, n: int, keys: int, span: int, disorder: int, value: str) -> pl.DataFrame:
     """``n`` rows over ``span`` ms (times repeat: ties), arriving out of order by less than ``disorder`` ms."""
     ts = rng.integers(0, span, n).astype(np.int64)
@@ -439,7 +424,7 @@ def test_asof_operator_matches_polars_poll_by_poll(seed: int, direction: str, ex
     left = _side(rng, int(rng.integers(0, 160)), 3, 400, disorder, "price")
     right = _side(rng, int(rng.integers(1, 120)), 3, 400, disorder, "bid")  # no right row: no right columns known
     spec = AsofSpec(("key",), "ts", "ts", direction, exact, tolerance, how)  # type: ignore[arg-type]
-    services = _Services()
+    services = _services()
     wm = [-(1 << 62), -(1 << 62)]
     op = AsofJoinOp(p.Join("asof", ("l", "r"), spec=spec), services, lambda: (wm[0], wm[1]))
     cuts = [np.sort(rng.integers(0, f.height + 1, polls)) for f in (left, right)]
@@ -457,7 +442,7 @@ def test_asof_operator_matches_polars_poll_by_poll(seed: int, direction: str, ex
         if got is not None and got.height:
             assert got["_event_time"].is_sorted(), "an emitted batch is out of event-time order"
             outs.append(got)
-    assert services.late_rows == 0 and services.dead == 0
+    assert services.late_rows == 0 and not services.letters
     assert op.state_rows() == 0 or direction != "backward" or right.height  # a final watermark answers every row
     got = pl.concat(outs) if outs else pl.DataFrame(schema={"id": pl.Int64})
     with warnings.catch_warnings():
