@@ -75,13 +75,7 @@ def _op(state_class: type | None) -> online.OnlineFeaturesOp:
     class _Bench:
         app_name = "online-bench"
 
-    real = online._FamilyState
-    if state_class is not None:
-        online._FamilyState = state_class  # type: ignore[misc,assignment]
-    try:
-        return online.OnlineFeaturesOp(step, _Bench(), spec)  # type: ignore[arg-type]
-    finally:
-        online._FamilyState = real  # type: ignore[misc]
+    return online.OnlineFeaturesOp(step, _Bench(), spec, state_class)  # type: ignore[arg-type]
 
 
 def _layout(op: online.OnlineFeaturesOp) -> dict[str, Any]:

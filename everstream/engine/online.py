@@ -534,10 +534,13 @@ def _runs(kid: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
 class OnlineFeaturesOp(Operator):
     """Computes an :class:`OnlineSpec` on each batch as it arrives (holds no events back)."""
 
-    def __init__(self, step: p.Match, services: Services, spec: OnlineSpec) -> None:
+    def __init__(self, step: p.Match, services: Services, spec: OnlineSpec, state: type[Any] | None = None) -> None:
+        """``state``: another per-family state class with ``_FamilyState``'s interface (tests and the benchmark
+        pass the previous implementation to compare against)."""
         super().__init__(step, services)
         self.spec = spec
-        self.families = [_FamilyState(f, spec.max_delay_ms) if isinstance(f, Family) else None for f in spec.parts]
+        make = state or _FamilyState
+        self.families = [make(f, spec.max_delay_ms) if isinstance(f, Family) else None for f in spec.parts]
         for fs in self.families:
             if fs is not None:
                 fs.step_id = step.step_id

@@ -621,23 +621,16 @@ def _frames(
         yield tp, df
 
 
-def _as_views(table: pa.Table) -> pa.Table:
-    """See :func:`everstream.log.batch.as_views`: a no-op for the runner's own consumer (string_views=True)."""
-    out = as_views(table)
-    assert isinstance(out, pa.Table)
-    return out
-
-
 def _to_polars(table: pa.Table, topic: str) -> pl.DataFrame:
     """A poll's table of one partition as a Polars frame (strings as views; ``_topic``, a constant, made here:
     converting its Arrow dictionary per row costs a third of the conversion)."""
     names = table.schema.names
     if TOPIC_COL not in names:
-        df = pl.from_arrow(_as_views(table), rechunk=False)
+        df = pl.from_arrow(as_views(table), rechunk=False)
         assert isinstance(df, pl.DataFrame)
         return df
     at = names.index(TOPIC_COL)
-    df = pl.from_arrow(_as_views(table.remove_column(at)), rechunk=False)
+    df = pl.from_arrow(as_views(table.remove_column(at)), rechunk=False)
     assert isinstance(df, pl.DataFrame)
     const = pl.Series(TOPIC_COL, [topic]).cast(pl.Categorical).new_from_index(0, df.height)
     return df.insert_column(at, const)

@@ -36,13 +36,7 @@ def _op(state: type | None = None) -> online.OnlineFeaturesOp:
     class Services:
         app_name = "test"
 
-    real = online._FamilyState
-    if state is not None:
-        online._FamilyState = state  # type: ignore[misc,assignment]
-    try:
-        return online.OnlineFeaturesOp(step, Services(), spec)  # type: ignore[arg-type]
-    finally:
-        online._FamilyState = real  # type: ignore[misc]
+    return online.OnlineFeaturesOp(step, Services(), spec, state)  # type: ignore[arg-type]
 
 
 def _payments(n: int, start: int, step_ms: float, late_ms: int, seed: int, first_id: int, hot: float
