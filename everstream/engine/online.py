@@ -54,7 +54,8 @@ from everstream.errors import PlanError, StateError, StepError
 if TYPE_CHECKING:
     from everstream.engine.stream import Stream
 
-_SMALL = 64  # batches up to this many rows map keys with a dict per row (cheaper than a Polars round trip)
+_SMALL = 8192  # batches up to this many rows map keys with a dict per row (cheaper than a Polars round trip:
+#                1.5 vs 5.9 ms at 4,096 rows, measured; Polars wins from ~20 k rows with repeated keys)
 _L0_ROWS = 2048  # rows of the unsorted L0 before it is sorted into a run (a linear scan of L0 is cheap)
 _RUN_MAX = 1 << 20  # runs stop merging at this size: bounds the one-off cost of a merge; old ones drop whole
 _INTERNAL = frozenset(INTERNAL)

@@ -405,7 +405,7 @@ class Runner:
             sop.buffer = []
             wrote = True
             ts = _record_times(df)
-            table = to_arrow(df.select(ops.user_columns(df)))
+            table = to_arrow(_user_frame(df))
             self.producer.send_batch(sop.step.topic, table, key=sop.step.key, timestamp=ts)
         for topic, frames in self._pending_late.items():
             df = pl.concat(frames, how="diagonal_relaxed")
@@ -645,23 +645,61 @@ def _record_times(df: pl.DataFrame) -> pa.Array | None:
     return None
 
 
+def _user_frame(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` without the engine's internal columns (plain column selection: a ``select`` plans a lazy
+    query, ~0.3 ms on a live batch of a few rows)."""
+    cols = ops.user_columns(df)
+    return df if len(cols) == df.width else df[cols]
+
+
+#: Top-level string/binary types as stored (plain offsets); inside lists and structs the 64-bit ones.
+_STORED_TOP = {pa.string_view(): pa.string(), pa.large_string(): pa.string(),
+               pa.binary_view(): pa.binary(), pa.large_binary(): pa.binary()}
+_STORED_NESTED = {pa.string_view(): pa.large_string(), pa.binary_view(): pa.large_binary()}
+
+
+def _stored_type(t: pa.DataType, top: bool = True) -> pa.DataType:
+    """The type a column of Arrow type ``t`` (as Polars exports it) is written with: the types Polars'
+    ``to_arrow`` gave before the view types (so readers of older data see the same schema)."""
+    if top and t in _STORED_TOP:
+        return _STORED_TOP[t]
+    if not top and t in _STORED_NESTED:
+        return _STORED_NESTED[t]
+    if pa.types.is_dictionary(t):
+        return _stored_type(t.value_type, top)
+    if pa.types.is_large_list(t) or pa.types.is_list(t):
+        v = _stored_type(t.value_type, False)
+        if v == t.value_type:
+            return t
+        return pa.large_list(v) if pa.types.is_large_list(t) else pa.list_(v)
+    if pa.types.is_struct(t):
+        fields = [t.field(i) for i in range(t.num_fields)]
+        typed = [f.with_type(_stored_type(f.type, False)) for f in fields]
+        return t if typed == fields else pa.struct(typed)
+    return t
+
+
 def to_arrow(df: pl.DataFrame) -> pa.Table:
     """A Polars frame as an Arrow table with standard (not large/view) string and binary types.
 
-    Only the columns whose type changes are cast (a whole-table cast costs ~1 ms on a 30-column
-    live batch of a few rows, more than the batch's own work)."""
+    Exported through the Arrow C stream (no copy; Polars' ``to_arrow`` rebuilds every string column and
+    costs several times more on a live batch of a few rows, and is quadratic-looking on frames of
+    many chunks), then only the columns whose type changes are cast. Dictionary columns of views
+    (Categorical, Enum) cannot be cast by Arrow: those frames take ``to_arrow``."""
+    try:
+        table = pa.table(df)
+        for i, f in enumerate(table.schema):
+            t = _stored_type(f.type)
+            if t != f.type:
+                table = table.set_column(i, f.with_type(t), table.column(i).cast(t))
+        return table
+    except pa.ArrowNotImplementedError:
+        pass
     table = df.to_arrow()
     for i, f in enumerate(table.schema):
-        t = f.type
-        if t in (pa.large_string(), pa.string_view()):
-            t = pa.string()
-        elif t in (pa.large_binary(), pa.binary_view()):
-            t = pa.binary()
-        elif pa.types.is_dictionary(t):
-            t = t.value_type if t.value_type != pa.large_string() else pa.string()
-        else:
-            continue
-        table = table.set_column(i, f.with_type(t), table.column(i).cast(t))
+        t = _stored_type(f.type)
+        if t != f.type:
+            table = table.set_column(i, f.with_type(t), table.column(i).cast(t))
     return table
 
 

@@ -159,3 +159,40 @@ def test_cli_run_without_app(tmp_path: Path) -> None:
                            str(path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "defines no App" in proc.stderr
+
+
+def test_outputs_are_written_with_standard_arrow_types_and_same_values() -> None:
+    """Sinks write strings and binaries with plain offsets at the top level and 64-bit offsets inside lists and
+    structs (what older versions wrote), whatever Polars exports; values survive the round trip."""
+    import datetime as dt
+    import decimal
+
+    import pyarrow as pa
+
+    from everstream.engine.runtime import to_arrow
+
+    df = pl.DataFrame({
+        "s": ["a", None], "b": [b"x", None], "i8": pl.Series([1, 2], dtype=pl.Int8), "f": [1.5, None],
+        "d": [dt.date(2020, 1, 1), None], "t": [dt.datetime(2020, 1, 1, 1), None],
+        "tz": pl.Series([dt.datetime(2020, 1, 1, 1), None]).dt.replace_time_zone("Europe/London"),
+        "dur": [dt.timedelta(seconds=1), None], "dec": pl.Series([decimal.Decimal("1.10"), None],
+                                                                 dtype=pl.Decimal(10, 2)),
+        "ls": [["a"], None], "lls": [[["a"]], None], "st": [{"a": "x", "n": 1}, None], "nul": [None, None],
+        "cat": pl.Series(["a", "b"], dtype=pl.Categorical), "en": pl.Series(["a", "b"], dtype=pl.Enum(["a", "b"])),
+    })
+    want = {"s": pa.string(), "b": pa.binary(), "ls": pa.large_list(pa.large_string()),
+            "lls": pa.large_list(pa.large_list(pa.large_string())),
+            "st": pa.struct([("a", pa.large_string()), ("n", pa.int64())]), "cat": pa.string(), "en": pa.string()}
+    for cols in [[c] for c in df.columns] + [df.columns]:  # categoricals alone take the fallback path
+        frame = df.select(cols)
+        table = to_arrow(frame)
+        for f in table.schema:
+            assert "view" not in str(f.type) and str(f.type) not in ("large_string", "large_binary")
+            if f.name in want:
+                assert f.type == want[f.name], f
+        back = pl.from_arrow(table)
+        assert isinstance(back, pl.DataFrame)
+        assert back.with_columns(pl.col(c).cast(pl.String) for c in ("cat", "en") if c in cols).equals(
+            frame.with_columns(pl.col(c).cast(pl.String) for c in ("cat", "en") if c in cols))
+    many = pl.concat([df.drop("cat", "en")] * 3000, rechunk=False)  # thousands of chunks: no blow-up
+    assert to_arrow(many).num_rows == 6000

@@ -65,3 +65,11 @@ def test_scorer_reasons_equal_a_per_row_python_reference(log: Log, names: Callab
     assert out.get_column("model_version").unique().to_list() == [1]
     empty = scorer(frame.head(0))
     assert empty.height == 0 and empty.schema["reasons"] == pl.List(pl.String)
+    # batches nobody in is explained take a cached all-empty column: right length and type at any size,
+    # and an explained batch after them is still exact
+    calm = frame.filter(pl.Series(score < 0.3))
+    for rows in (calm.head(5), pl.concat([calm] * 12), calm.head(1)):  # 12 x ~270 rows: past the cache
+        got = scorer(rows)
+        assert got.schema["reasons"] == pl.List(pl.String)
+        assert got.get_column("reasons").to_list() == [[]] * rows.height
+    assert scorer(frame).get_column("reasons").to_list() == want
