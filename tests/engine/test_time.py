@@ -177,6 +177,33 @@ def test_watermark_is_minimum_over_partitions_and_monotonic() -> None:
     assert wm.current() == MAX_TIME
 
 
+def test_row_watermarks_equal_a_row_by_row_reference() -> None:
+    """The watermark in force before each row: min over the other partitions' watermarks and this partition's
+    running max (minus the delay) of the rows before it, never below the source's current watermark; MIN_TIME
+    while no event time has been seen. Random partitions, delays, batches (empty ones too), out of order."""
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        parts, delay = int(rng.integers(1, 4)), int(rng.integers(0, 100))
+        pw = PartitionWatermarks(parts, delay, None, lambda: 0.0)
+        seen = [MIN_TIME] * parts
+        current = MIN_TIME
+        for _ in range(5):
+            p, n = int(rng.integers(0, parts)), int(rng.integers(0, 20))
+            ts = rng.integers(0, 1000, n).astype(np.int64)
+            others = min((s - delay if s != MIN_TIME else MIN_TIME for q, s in enumerate(seen) if q != p),
+                         default=MAX_TIME)
+            want, run = [], seen[p]
+            for t in ts.tolist():
+                own = MIN_TIME if run == MIN_TIME else run - delay
+                want.append(max(min(own, others), current))
+                run = max(run, t)
+            assert pw.row_watermarks(p, ts).tolist() == want
+            if n:
+                pw.observe(p, int(ts.max()))
+                seen[p] = max(seen[p], int(ts.max()))
+            current = pw.current()  # the floor of the next batch (the source's monotonic watermark)
+
+
 def test_idle_timeout_excludes_quiet_partitions() -> None:
     """After idle_timeout of processing time a partition no longer counts; all idle: the watermark holds."""
     clock = ManualClock()
