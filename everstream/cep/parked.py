@@ -34,13 +34,15 @@ GID = "_cep_gid"
 
 
 class Parked:
-    """The parked candidate rows of every key: ``by`` columns, ``GID``, ``EVENT_TIME``, ``MASK``, sorted
-    by (key, event id). Operator state: snapshotted with the match operator's other tables."""
+    """The parked candidate rows of every key: ``by`` columns, ``GID``, ``EVENT_TIME``, ``MASK``; a key's
+    rows in event id order (sorted by key and event id once an ending row arrives; any order across keys
+    before). Operator state: snapshotted with the match operator's other tables."""
 
-    def __init__(self, by: list[str], ending_bits: int, within_ms: int) -> None:
+    def __init__(self, by: list[str], ending_bits: int, within_ms: int, min_events: int = 1) -> None:
         self.by = by
         self.ending_bits = ending_bits
         self.within_ms = within_ms
+        self.min_events = min_events  # the fewest events a match has (W5: 4)
         self.columns = [*by, GID, EVENT_TIME, MASK]
         self.frame: pl.DataFrame | None = None
 
@@ -49,22 +51,35 @@ class Parked:
         return 0 if self.frame is None else self.frame.height
 
     def split(self, cands: pl.DataFrame, start_bits: int, live: Callable[[pl.DataFrame], pl.Series]) -> pl.DataFrame:
-        """Take newly released candidate rows (sorted by key, then event id); return the rows to feed the
-        NFA now — per key with an ending row among the parked and new rows, its rows up to its last
-        ending row, in (key, event id) order — and park the rest.
+        """Take newly released candidate rows (in any order across keys; within a key, event ids increase
+        with event time, as the store assigns them); return the rows to feed the NFA now — per key with
+        an ending row among the parked and new rows, its rows up to its last ending row, in (key, event
+        id) order, the order eager feeding sees them in — and park the rest.
 
         Of the rows to feed, those before the key's first row that can start a match (``start_bits``)
         are dropped when the key has no partial match in the NFA (``live(keys)``: True per row whose key
-        has one): the NFA would ignore them (W5: a large amount on a card with no recent small one)."""
+        has one): the NFA would ignore them (W5: a large amount on a card with no recent small one).
+
+        A key with no partial match and fewer rows from its first starting row to its last ending row
+        than a match has events (``min_events``) cannot complete a match now: its rows stay parked
+        (W5: one or two small amounts, then a large one; about half the rows the NFA would see). The
+        NFA gets them, in order, with the key's next ending row: as nothing of the key is reported in
+        between, feeding them later gives the same matches at the same release."""
         new = cands.select(self.columns)
         if self.frame is not None and self.frame.height:
-            rows = pl.concat([self.frame, new], how="vertical_relaxed").sort([*self.by, GID], nulls_last=True)
+            rows = pl.concat([self.frame, new], how="vertical_relaxed")
         else:
             rows = new
         n = rows.height
         if not n:
             self.frame = None
             return rows
+        mask = rows.get_column(MASK).to_numpy()
+        if not (mask & self.ending_bits).any():  # nothing can complete (most small live batches): no sort
+            self.frame = rows
+            return rows.clear()
+        rows = rows.sort([*self.by, GID], nulls_last=True)
+        mask = rows.get_column(MASK).to_numpy()
         # per key group (rows are sorted by key): the last ending row's and the first starting row's event
         # id, by NumPy reductions over the group starts (a Polars window `over` the key costs ~10x more here)
         if self.by:
@@ -77,21 +92,24 @@ class Parked:
         starts = np.flatnonzero(head)
         group = np.cumsum(head) - 1
         gid = rows.get_column(GID).to_numpy()
-        mask = rows.get_column(MASK).to_numpy()
         none_lo, none_hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
         last = np.maximum.reduceat(np.where((mask & self.ending_bits) != 0, gid, none_lo), starts)[group]
         first = np.minimum.reduceat(np.where((mask & start_bits) != 0, gid, none_hi), starts)[group]
-        # 0: park; 1: feed; 2: feed if the key has a partial match, else drop
+        # 0: park; 1: feed; 2: feed if the key has a partial match, else drop (before the key's first
+        # starting row); 3: feed if the key has a partial match, else park (deferred: too few rows for a match)
         what = np.where((last == none_lo) | (gid > last), 0, np.where((first == none_hi) | (gid < first), 2, 1))
-        park = what == 0
+        if self.min_events > 1:
+            feeding = np.add.reduceat((what == 1).astype(np.int64), starts)[group]
+            what[(what == 1) & (feeding < self.min_events)] = 3
+        ask = what >= 2
+        if ask.any():
+            has = np.zeros(n, bool)
+            has[ask] = live(rows.filter(pl.Series(ask))).to_numpy()
+            what[ask & has] = 1
+            what[(what == 3) & ~has] = 0
+        park, feed = what == 0, what == 1
         self.frame = rows.filter(pl.Series(park)) if park.any() else None
-        if park.all():
-            return rows.clear()
-        fed = rows.filter(pl.Series(~park)) if park.any() else rows
-        lead = what[~park] == 2
-        if lead.any():
-            fed = fed.filter(pl.Series(~lead) | live(fed))
-        return fed
+        return rows if feed.all() else rows.filter(pl.Series(feed))
 
     def prune(self, watermark: int) -> None:
         """Drop parked rows no future ending row (event time >= ``watermark``) can share a match with."""

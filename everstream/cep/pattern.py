@@ -481,6 +481,10 @@ class Compiled:
                 break
         return bits
 
+    def min_events(self) -> int:
+        """The fewest events a match has: the minimum count of each positive stage that is not optional."""
+        return max(1, sum(s.min for s in self.stages if not s.optional))
+
     def columns(self) -> set[str]:
         """User columns the vectorized conditions read."""
         out: set[str] = set()
