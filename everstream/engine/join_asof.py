@@ -39,10 +39,11 @@ PIECE_ROWS = 65_536
 
 
 def _concat(frames: list[pl.DataFrame], rechunk: bool = True) -> pl.DataFrame:
-    """One frame of ``frames`` (columns aligned by name, types relaxed). ``rechunk=False``: the pieces are
-    referenced, not copied, when their schemas agree (reads such as a gather or a join work on chunks)."""
+    """One frame of ``frames`` (columns aligned by name, types relaxed), in one chunk per column.
+    ``rechunk=False``: the pieces are referenced, not copied, when their schemas agree (reads such as a
+    gather or a join work on chunks)."""
     if len(frames) == 1:
-        return frames[0]
+        return frames[0].rechunk() if rechunk else frames[0]
     if not rechunk and all(f.schema == frames[0].schema for f in frames[1:]):
         return pl.concat(frames, how="vertical", rechunk=False)
     return pl.concat(frames, how="diagonal_relaxed", rechunk=True)
@@ -197,7 +198,8 @@ class AsofJoinOp(JoinOperator):
         if got is None or side == 0:
             return got
         drop = [self.spec.right_on] if self.spec.right_on == self.spec.left_on else []  # Polars coalesces it
-        return got.drop(drop).rename({EVENT_TIME: RT})
+        # no arrival number: the right rows' order is their arrival order among equal times (SortedPieces)
+        return got.drop(*drop, SEQ).rename({EVENT_TIME: RT})
 
     def advance(self, watermark: int) -> pl.DataFrame | None:
         previous = self.update_watermarks()
@@ -206,8 +208,8 @@ class AsofJoinOp(JoinOperator):
         if new is not None:
             self.right.add(new)
         new = self.take(0)
-        if new is not None:
-            self.waiting.append(new)
+        if new is not None:  # one chunk: the runtime's frames have one per log batch, and gathers from
+            self.waiting.append(new.rechunk())  # many chunks cost several times more (strings: ~8x)
         cut = wr if self.spec.grace_ms is None else max(wr, wl - self.spec.grace_ms)  # ready: time < cut
         out = None
         touched = [j for j, low in enumerate(self.waiting.lows) if low < cut]
@@ -251,7 +253,7 @@ class AsofJoinOp(JoinOperator):
         # arrival order (older versions did not keep it)
         self.waiting.set([] if waiting is None else [waiting.sort(SEQ)])
         right = snap.frame("right")
-        self.right.set([] if right is None else [right])
+        self.right.set([] if right is None else [right.drop(SEQ, strict=False)])  # older versions kept it
         self.kept = int(snap.values["kept"])
 
     def _right_rows(self, wr: int, newest: int) -> pl.DataFrame:

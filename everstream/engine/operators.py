@@ -95,13 +95,13 @@ def oldest_held(frames: list[pl.DataFrame], src: str, off: str,
             cache.clear()
         return {}
     if cache is None:
-        mins = pl.concat([f.select(src, off) for f in live]).drop_nulls().group_by(src).agg(pl.col(off).min())
+        mins = pl.concat([_frame_mins(f, src, off) for f in live]).group_by(src).agg(pl.col(off).min())
     else:
         parts, fresh = [], {}
         for f in live:
             hit = cache.get(id(f))
             if hit is None or hit[0]() is not f:
-                hit = (weakref.ref(f), f.select(src, off).drop_nulls().group_by(src).agg(pl.col(off).min()))
+                hit = (weakref.ref(f), _frame_mins(f, src, off))
             fresh[id(f)] = hit
             parts.append(hit[1])
         cache.clear()
@@ -114,6 +114,18 @@ def oldest_held(frames: list[pl.DataFrame], src: str, off: str,
         if topic is not None and part is not None:
             out[(topic, part)] = int(o)
     return out
+
+
+def _frame_mins(f: pl.DataFrame, src: str, off: str) -> pl.DataFrame:
+    """One frame's oldest offset per input index (rows without either ignored). Most state frames hold rows
+    of one input partition: three reductions then (~0.1 ms for 250 k rows) instead of a group-by (~5 ms)."""
+    s = f.get_column(src)
+    if not s.null_count() and s.min() == s.max():
+        low = f.get_column(off).min()
+        schema = {src: s.dtype, off: f.schema[off]}
+        return pl.DataFrame({src: [s[0]], off: [low]}, schema=schema) if low is not None else pl.DataFrame(
+            schema=schema)
+    return f.select(src, off).drop_nulls().group_by(src).agg(pl.col(off).min())
 
 
 def first_offset(df: pl.DataFrame) -> int | None:
