@@ -52,12 +52,21 @@ def encode(batch: pa.RecordBatch, compression: str = "lz4") -> EncodedBatch:
     with ipc.new_stream(sink, batch.schema, options=_WRITE_OPTIONS[compression]) as writer:
         writer.write_batch(batch)
     payload = sink.getvalue().to_pybytes()
-    if batch.num_rows:
-        ts = batch.column(TIMESTAMP_COL).cast(pa.int64())
-        ints = np.asarray(ts.fill_null(0) if ts.null_count else ts)
+    lo, hi = _time_range(batch.column(TIMESTAMP_COL))
+    return EncodedBatch(payload, checksum(payload), batch.num_rows, lo, hi)
+
+
+def _time_range(ts: pa.Array) -> tuple[int, int]:
+    """Min and max epoch ms of a ``_timestamp`` column (nulls count as 0; an empty column gives 0, 0)."""
+    if not len(ts):
+        return 0, 0
+    if ts.null_count == 0 and (pa.types.is_timestamp(ts.type) or ts.type == pa.int64()):
+        # timestamp[ms] (or int64): read the values buffer as int64 in place, no cast (~15 us per batch saved)
+        ints = np.frombuffer(ts.buffers()[1], dtype=np.int64, count=len(ts), offset=ts.offset * 8)
     else:
-        ints = np.zeros(1, np.int64)
-    return EncodedBatch(payload, checksum(payload), batch.num_rows, int(ints.min()), int(ints.max()))
+        cast = ts.cast(pa.int64())
+        ints = np.asarray(cast.fill_null(0) if cast.null_count else cast)
+    return int(ints.min()), int(ints.max())
 
 
 # Reading, LZ4 decompresses faster on one thread (~25% for a 10,000-event batch); ZSTD gains from
@@ -103,6 +112,10 @@ class _Constants:
 _CONSTANTS = _Constants()
 _TOPIC_TYPE = pa.dictionary(pa.int32(), pa.string())
 _INTERNAL = (OFFSET_COL, TIMESTAMP_COL, KEY_COL)
+_TAIL = [TIMESTAMP_COL, KEY_COL]
+_TOPIC_FIELD = pa.field(TOPIC_COL, _TOPIC_TYPE)
+_PARTITION_FIELD = pa.field(PARTITION_COL, pa.int32())
+_OFFSET_FIELD = pa.field(OFFSET_COL, pa.int64())
 
 
 def with_metadata(
@@ -122,6 +135,17 @@ def with_metadata(
         offsets = stored.column(OFFSET_COL)
     else:
         offsets = pa.array(np.arange(base_offset, base_offset + n, dtype=np.int64))
+    if names[-2:] == _TAIL and schema.metadata is None and not any(name[:1] == "_" for name in names[:-2]):
+        # the usual layout (user columns, _timestamp, _key; no schema metadata, which the general path drops):
+        # insert the three metadata columns in place.
+        # Three calls; taking every column and field out and building a new schema costs ~1.5 us per column.
+        at = len(names) - 2
+        topic_col, partition_col = _CONSTANTS.get(topic, partition, n)
+        return (
+            stored.add_column(at, _OFFSET_FIELD, offsets)
+            .add_column(at, _PARTITION_FIELD, partition_col)
+            .add_column(at, _TOPIC_FIELD, topic_col)
+        )
     user = [i for i, name in enumerate(names) if not name.startswith("_")]
     extra = [i for i, name in enumerate(names) if name.startswith("_") and name not in _INTERNAL]
     topic_col, partition_col = _CONSTANTS.get(topic, partition, n)

@@ -109,20 +109,33 @@ def murmur2_many(keys: list[bytes]) -> np.ndarray:
     return out
 
 
-def partitions_for_column(keys: pa.Array | pa.ChunkedArray, partitions: int) -> np.ndarray:
+def partitions_for_column(
+    keys: pa.Array | pa.ChunkedArray, partitions: int, cache: dict[bytes, int] | None = None
+) -> np.ndarray:
     """Partition numbers (int32) for a column of keys; hashes each distinct key once, vectorized.
 
-    Null keys get -1: the caller spreads them (sticky/round-robin), as Kafka does.
+    Null keys get -1: the caller spreads them (sticky/round-robin), as Kafka does. ``cache``: a
+    key -> partition dict for this topic (same partition count), read and filled here; a live
+    producer sends the same few thousand cards or accounts again and again, and a dict lookup
+    costs far less than a NumPy hashing pass (~20 array operations per key length).
     """
     if isinstance(keys, pa.ChunkedArray):
         keys = keys.combine_chunks()
     if partitions == 1:  # nothing to hash
+        if not keys.null_count:
+            return np.zeros(len(keys), dtype=np.int32)
         return np.where(np.asarray(keys.is_valid()), 0, -1).astype(np.int32)
     if not (pa.types.is_binary(keys.type) or pa.types.is_large_binary(keys.type)):
         keys = keys_to_binary(keys)
+    if cache is not None and len(keys) <= _SMALL_KEYS:
+        # a small batch: Python objects are cheaper than a dictionary-encode plus its bookkeeping
+        return _cached_partitions(keys.to_pylist(), partitions, cache)
     enc = pc.dictionary_encode(keys)
     uniques = enc.dictionary.to_pylist()
-    table = ((murmur2_many(uniques) & 0x7FFFFFFF) % partitions).astype(np.int32)
+    if cache is not None:
+        table = _cached_partitions(uniques, partitions, cache)
+    else:
+        table = ((murmur2_many(uniques) & 0x7FFFFFFF) % partitions).astype(np.int32)
     idx = enc.indices
     out = np.full(len(keys), -1, dtype=np.int32)
     if len(table):
@@ -130,6 +143,29 @@ def partitions_for_column(keys: pa.Array | pa.ChunkedArray, partitions: int) -> 
         ints = np.asarray(idx.fill_null(0))
         out[valid] = table[ints[valid]]
     return out
+
+
+#: Up to this many keys, :func:`partitions_for_column` with a cache looks each key up as a Python object.
+_SMALL_KEYS = 512
+#: A producer's key -> partition cache stops growing here (a topic with more keys hashes the rest each time).
+KEY_CACHE_MAX = 100_000
+
+
+def _cached_partitions(keys: list[bytes | None], partitions: int, cache: dict[bytes, int]) -> np.ndarray:
+    """Partitions of ``keys`` (None -> -1) through ``cache``; hashes only the keys it does not hold."""
+    get = cache.get
+    got = [-1 if k is None else get(k, -2) for k in keys]
+    miss = [i for i, v in enumerate(got) if v == -2]
+    if miss:
+        missed = [k for k in (keys[i] for i in miss) if k is not None]  # all of them: None maps to -1
+        fresh = ((murmur2_many(missed) & 0x7FFFFFFF) % partitions).tolist()
+        room = KEY_CACHE_MAX - len(cache)
+        for i, k, v in zip(miss, missed, fresh, strict=True):
+            got[i] = v
+            if room > 0 and k not in cache:  # a key may repeat among the misses
+                cache[k] = v
+                room -= 1
+    return np.array(got, dtype=np.int32)
 
 
 def keys_to_binary(col: pa.Array) -> pa.Array:
