@@ -448,24 +448,28 @@ class EmbeddedProducer(Producer):
                 self._commit_one(work)
 
     def _commit_one(self, work: Future[_Work | None]) -> None:
-        done: _Work | None = None
+        self._commit_works([work])
+
+    def _commit_works(self, pending: list[Future[_Work | None]]) -> bool:
+        """Resolve ``pending`` (the writer's queue, or one inline submit), write it in one transaction and count
+        it; a failure is kept for the next send/flush (never silent) and gives False."""
         try:
-            done = work.result()
-            self._write([done] if done is not None else [])
+            works = [w for w in (f.result() for f in pending) if w is not None]
+            self._write(works)
         except BaseException as e:
             err = self._store.storage_error(e, "appending batches") if isinstance(e, sqlite3.Error) else e
             with self._cv:
                 self._error = err
                 self._writing = False
                 self._cv.notify_all()
-            return
+            return False
         with self._cv:
-            if done is not None:
-                self._produced += done.produced
-                self._dead += done.dead
-            self._committed += 1
+            self._produced += sum(w.produced for w in works)
+            self._dead += sum(w.dead for w in works)
+            self._committed += len(pending)
             self._writing = False
             self._cv.notify_all()
+        return True
 
     def _write(self, works: list[_Work]) -> None:
         """Append the works' batches in one transaction, then count the bytes for the WAL checkpointer."""
@@ -540,22 +544,8 @@ class EmbeddedProducer(Producer):
                 pending = list(self._queue)
                 self._queue.clear()
                 self._writing = True
-            try:
-                works = [w for w in (f.result() for f in pending) if w is not None]
-                self._write(works)
-            except BaseException as e:  # surfaced on the next send/flush: never silent
-                err = self._store.storage_error(e, "appending batches") if isinstance(e, sqlite3.Error) else e
-                with self._cv:
-                    self._error = err
-                    self._writing = False
-                    self._cv.notify_all()
+            if not self._commit_works(pending):
                 return
-            with self._cv:
-                self._produced += sum(w.produced for w in works)
-                self._dead += sum(w.dead for w in works)
-                self._committed += len(pending)
-                self._writing = False
-                self._cv.notify_all()
 
 
 def _one_batch(tab: pa.Table) -> pa.RecordBatch:
