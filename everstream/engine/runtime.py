@@ -682,20 +682,17 @@ def _stored_type(t: pa.DataType, top: bool = True) -> pa.DataType:
 def to_arrow(df: pl.DataFrame) -> pa.Table:
     """A Polars frame as an Arrow table with standard (not large/view) string and binary types.
 
-    Exported through the Arrow C stream (no copy; Polars' ``to_arrow`` rebuilds every string column and
-    costs several times more on a live batch of a few rows, and is quadratic-looking on frames of
-    many chunks), then only the columns whose type changes are cast. Dictionary columns of views
-    (Categorical, Enum) cannot be cast by Arrow: those frames take ``to_arrow``."""
+    Exported through the Arrow C stream (no copy: about half the cost of Polars' ``to_arrow`` on a live
+    batch, and no blow-up on frames of thousands of chunks), then only the columns whose type changes
+    are cast. Dictionary columns of views (Categorical, Enum) cannot be cast by Arrow: those frames take
+    Polars' ``to_arrow``."""
     try:
-        table = pa.table(df)
-        for i, f in enumerate(table.schema):
-            t = _stored_type(f.type)
-            if t != f.type:
-                table = table.set_column(i, f.with_type(t), table.column(i).cast(t))
-        return table
+        return _as_stored(pa.table(df))
     except pa.ArrowNotImplementedError:
-        pass
-    table = df.to_arrow()
+        return _as_stored(df.to_arrow())
+
+
+def _as_stored(table: pa.Table) -> pa.Table:
     for i, f in enumerate(table.schema):
         t = _stored_type(f.type)
         if t != f.type:
