@@ -16,7 +16,8 @@ ones), so most candidates never become Python objects. Then the candidates are r
 
 Per-batch fixed costs matter (a live batch is a few rows; W5 polls 250 k rows, of which ~3 % are
 candidates): the common case of ``process`` (no late row) filters column by column and buffers only
-the columns used, releasing is one sort and a slice, and a commit takes three column minimums.
+the columns used, and releasing is one sort and a slice (a commit's held offsets: :func:`oldest_held`,
+three column minimums per frame of one input).
 
 Output: one row per match — the key columns, ``pattern`` (the step id), ``match_start`` and
 ``match_end`` (event times of its first and last event), and one list-of-struct column per
@@ -444,20 +445,6 @@ class MatchOp(OrderedOp):
     def held(self) -> list[pl.DataFrame]:
         f = self.store.frame
         return [*super().held(), *([] if f is None or f.is_empty() else [f.select(_SRC, OFFSET_COL)])]
-
-    def held_offsets(self) -> dict[tuple[str, int], int]:
-        """With one input (topic, partition), as W5 has: the smallest offset held is the minimum of each held
-        frame's offset column (every row held came from that input), three column minimums instead of a
-        group-by over every held row at each commit. Several inputs: per input, by the base class."""
-        if len(self.sources) != 1:
-            return super().held_offsets()
-        ((topic, partition),) = self.sources
-        if topic is None or partition is None:
-            return {}
-        lows = [f.get_column(OFFSET_COL).min() for f in (self.waiting, *self.buffer, self.store.frame)
-                if f is not None and f.height and OFFSET_COL in f.columns]
-        lows = [v for v in lows if v is not None]
-        return {(topic, partition): int(min(lows))} if lows else {}  # type: ignore[call-overload]
 
 
 def _fn_name(fn: Callable[..., Any]) -> str:

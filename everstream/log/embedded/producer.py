@@ -445,10 +445,7 @@ class EmbeddedProducer(Producer):
         """
         for work in works:
             if work is not None:
-                self._commit_one(work)
-
-    def _commit_one(self, work: Future[_Work | None]) -> None:
-        self._commit_works([work])
+                self._commit_works([work])
 
     def _commit_works(self, pending: list[Future[_Work | None]]) -> bool:
         """Resolve ``pending`` (the writer's queue, or one inline submit), write it in one transaction and count
