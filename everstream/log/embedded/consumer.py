@@ -23,7 +23,7 @@ from everstream.errors import (
 from everstream.log import batch as batchcodec
 from everstream.log.contract import TIMESTAMP_COL, Consumer, StartAt, TopicPartition
 from everstream.log.embedded.group import GroupMember, committed_offset
-from everstream.log.embedded.store import Store, StoredBatch, TopicRow
+from everstream.log.embedded.store import READ_MMAP_BYTES, Store, StoredBatch, TopicRow
 from everstream.log.records import check_consumer_options
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class EmbeddedConsumer(Consumer):
         check_consumer_options(start, session_timeout_ms, heartbeat_ms)
         self._log = log
         self._views = string_views  # cast in _read: on the read-ahead thread when reading ahead
-        self._store = Store(log.data_dir, log.durability)
+        self._store = Store(log.data_dir, log.durability, mmap_bytes=READ_MMAP_BYTES)
         self.group = group
         self._start = start
         self._auto_commit = auto_commit

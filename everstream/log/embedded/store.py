@@ -138,6 +138,15 @@ def writer_lock_path(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / f"{DB_FILE}-writer.lock"
 
 
+#: Consumers map the database file for reads (SQLite caps it at 2 GiB; beyond, it reads as usual). A
+#: replay of data already checkpointed into ``log.db`` then reads its pages in place instead of copying
+#: each one in with ``pread``: measured, about 10 % less CPU reading 5 M rows (W5) on one core. Pages
+#: still in the WAL are read as before. The mapped pages count in the process's RSS (they are the page
+#: cache, shared and reclaimable). Nothing in everstream shrinks ``log.db`` under a reader (a file
+#: truncated by hand under a mapped reader would end it with SIGBUS instead of a StorageError).
+READ_MMAP_BYTES = 1 << 31
+
+
 class Store:
     """One SQLite connection to a data directory's log database (thread-safe by a lock)."""
 
@@ -146,7 +155,9 @@ class Store:
         data_dir: str | os.PathLike[str],
         durability: Durability = "fsync",
         busy_timeout_s: float = 30.0,
+        mmap_bytes: int = 0,
     ) -> None:
+        """``mmap_bytes``: map up to that much of the database file for reads (see :data:`READ_MMAP_BYTES`)."""
         if durability not in ("fsync", "relaxed"):
             raise ConfigError(f"durability must be 'fsync' or 'relaxed', got {durability!r}")
         self.data_dir = Path(data_dir)
@@ -167,6 +178,8 @@ class Store:
             self.con.execute(f"PRAGMA synchronous={'FULL' if durability == 'fsync' else 'NORMAL'}")
             self.con.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")  # backstop: see wal.py
             self.con.execute("PRAGMA cache_size=-65536")
+            if mmap_bytes:
+                self.con.execute(f"PRAGMA mmap_size={int(mmap_bytes)}")
             with self.write():
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
