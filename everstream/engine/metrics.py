@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,9 @@ class LatencyHistogram:
     max_ms: float = 0.0
 
     def observe(self, ms: float) -> None:
-        self.counts[int(np.searchsorted(LATENCY_BUCKETS_MS, ms))] += 1
+        # bisect on the tuple: ~0.15 us a call vs ~4.5 us for np.searchsorted (several calls per live cycle);
+        # the same bucket, NaN (never expected) in the open one as before
+        self.counts[bisect_left(LATENCY_BUCKETS_MS, ms) if ms == ms else len(LATENCY_BUCKETS_MS)] += 1
         self.total_ms += ms
         if ms > self.max_ms:
             self.max_ms = ms

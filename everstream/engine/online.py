@@ -548,6 +548,8 @@ class OnlineFeaturesOp(Operator):
         self.seq = 0
         self.max_ts = MIN_TIME
         self.watermark = MIN_TIME
+        self.inputs = spec.inputs  # the spec works them out per call
+        self.outputs = frozenset(spec.outputs)
 
     def compute(self, df: pl.DataFrame, ts: np.ndarray) -> dict[str, np.ndarray]:
         """The spec's columns for the rows of ``df`` (arrival order) with event times ``ts``; updates state."""
@@ -588,7 +590,10 @@ class OnlineFeaturesOp(Operator):
                 integer = f.kind == "count" or (f.column is not None and f.column in series
                                                 and series[f.column].dtype.is_integer()) or (
                     f.column is not None and f.column in cols and cols[f.column].dtype.kind in "iu")
-                cols[name] = np.rint(arr).astype(np.int64) if integer else arr
+                if f.kind == "count":  # whole numbers already (a difference of positions)
+                    cols[name] = arr.astype(np.int64)
+                else:
+                    cols[name] = np.rint(arr).astype(np.int64) if integer else arr
             for name in part.since:
                 assert prev is not None
                 cols[name] = np.where(prev == MIN_TIME, np.nan, (ts - prev).astype(np.float64))
@@ -605,7 +610,8 @@ class OnlineFeaturesOp(Operator):
             raise StepError("online features need event time", step_id=self.step.step_id, topic=ctx.topic,
                             partition=ctx.partition, offset=first_offset(df),
                             fix="declare it on the source: app.stream(...).with_watermark('ts')")
-        missing = [c for c in self.spec.inputs if c not in df.columns]
+        have = df.columns  # a list built per call: once
+        missing = [c for c in self.inputs if c not in have]
         if missing:
             raise StepError(f"online features: the events lack columns {missing} (they have {user_columns(df)})",
                             step_id=self.step.step_id, topic=ctx.topic, partition=ctx.partition,
@@ -617,8 +623,9 @@ class OnlineFeaturesOp(Operator):
             raise self.error("online features failed", ctx, df, "check the key and value columns' types", e) from e
         out = [_series(name, cols[name]) for name in self.spec.outputs]
         keep = self.spec.keep
-        base = df if keep is None else df[[c for c in df.columns if c in keep or c in _INTERNAL]]
-        if any(s.name in base.columns for s in out):
+        kept = have if keep is None else [c for c in have if c in keep or c in _INTERNAL]
+        base = df if len(kept) == len(have) else df[kept]  # selecting every column still costs a Polars call
+        if not self.outputs.isdisjoint(base.columns):
             return base.with_columns(out)
         return base.hstack(out)  # no lazy-engine round trip (a with_columns costs ~1 ms on a 5-row batch)
 

@@ -632,8 +632,14 @@ def _to_polars(table: pa.Table, topic: str) -> pl.DataFrame:
     at = names.index(TOPIC_COL)
     df = pl.from_arrow(as_views(table.remove_column(at)), rechunk=False)
     assert isinstance(df, pl.DataFrame)
-    const = pl.Series(TOPIC_COL, [topic]).cast(pl.Categorical).new_from_index(0, df.height)
-    return df.insert_column(at, const)
+    one = _TOPIC_VALUE.get(topic)
+    if one is None:  # built once per topic: two Polars calls saved per poll
+        one = _TOPIC_VALUE[topic] = pl.Series(TOPIC_COL, [topic]).cast(pl.Categorical)
+    return df.insert_column(at, one.new_from_index(0, df.height))
+
+
+#: Per input topic, a one-row ``_topic`` column, repeated to each frame's height by :func:`_to_polars`.
+_TOPIC_VALUE: dict[str, pl.Series] = {}
 
 
 def _record_times(df: pl.DataFrame) -> pa.Array | None:
@@ -693,11 +699,33 @@ def to_arrow(df: pl.DataFrame) -> pa.Table:
 
 
 def _as_stored(table: pa.Table) -> pa.Table:
-    for i, f in enumerate(table.schema):
+    for i, f in _casts_of(table.schema):
+        table = table.set_column(i, f, table.column(i).cast(f.type))
+    return table
+
+
+#: Recent export schemas and their casts (column index, stored field), newest last. A sink writes batches of
+#: one schema: comparing schemas is one C++ call, working the casts out again costs ~45 us (a Python call per
+#: field) on a 37-column decision record. Shared by the runners of a process (appends and deletes of a list are
+#: atomic; a lost entry only costs working it out again).
+_CASTS: list[tuple[pa.Schema, list[tuple[int, pa.Field]]]] = []
+_CASTS_MAX = 32
+
+
+def _casts_of(schema: pa.Schema) -> list[tuple[int, pa.Field]]:
+    for known, plan in reversed(_CASTS):
+        if known.equals(schema, check_metadata=True):
+            found: list[tuple[int, pa.Field]] = plan
+            return found
+    casts: list[tuple[int, pa.Field]] = []
+    for i, f in enumerate(schema):
         t = _stored_type(f.type)
         if t != f.type:
-            table = table.set_column(i, f.with_type(t), table.column(i).cast(t))
-    return table
+            casts.append((i, f.with_type(t)))
+    if len(_CASTS) >= _CASTS_MAX:
+        del _CASTS[0]
+    _CASTS.append((schema, casts))
+    return casts
 
 
 def _check_guarantee(guarantee: str, commit_interval: float) -> str:

@@ -59,6 +59,8 @@ def event_time_ms(column: pl.Series) -> pl.Series:
         return column.dt.epoch("ms").cast(pl.Int64)
     if isinstance(dt, pl.Date):
         return column.cast(pl.Datetime("ms")).dt.epoch("ms").cast(pl.Int64)
+    if dt == pl.Int64:  # already epoch ms (the usual case): a no-op cast still costs a Polars call
+        return column
     if dt.is_integer():
         return column.cast(pl.Int64, strict=False)
     if dt.is_float():
@@ -107,11 +109,14 @@ class PartitionWatermarks:
         n = len(ts)
         if self._final:
             return np.full(n, MAX_TIME, dtype=np.int64)
-        live = self._live(self._clock())
-        live[partition] = True  # it has data right now
-        wms = self._partition_wm()
-        live[partition] = False
-        others = int(wms[live].min()) if live.any() else MAX_TIME
+        if len(self._max) == 1:  # one partition (the live source): no other partition can hold it back
+            others = MAX_TIME
+        else:
+            live = self._live(self._clock())
+            live[partition] = True  # it has data right now
+            wms = self._partition_wm()
+            live[partition] = False
+            others = int(wms[live].min()) if live.any() else MAX_TIME
         before = np.empty(n, dtype=np.int64)
         if n:
             before[0] = self._max[partition]
@@ -136,6 +141,11 @@ class PartitionWatermarks:
         """The source's watermark now (monotonic): min over live partitions."""
         if self._final:
             return MAX_TIME
+        if len(self._max) == 1 and self.idle_timeout_ms is None:  # every cycle of a live source: no array work
+            top = int(self._max[0])
+            if top != MIN_TIME and top - self.max_delay_ms > self._current:
+                self._current = top - self.max_delay_ms
+            return self._current
         live = self._live(self._clock())
         if live.any():
             wm = int(self._partition_wm()[live].min())
