@@ -54,7 +54,7 @@ from everstream.engine.time import MAX_TIME, MIN_TIME
 from everstream.engine.top import TopOp
 from everstream.engine.windows import Count
 from everstream.errors import ConfigError, EngineError, UnknownTopicError
-from everstream.log.batch import as_views
+from everstream.log.batch import CastPlans, as_views
 from everstream.log.contract import (
     OFFSET_COL,
     PARTITION_COL,
@@ -698,34 +698,13 @@ def to_arrow(df: pl.DataFrame) -> pa.Table:
         return _as_stored(df.to_arrow())
 
 
-def _as_stored(table: pa.Table) -> pa.Table:
-    for i, f in _casts_of(table.schema):
-        table = table.set_column(i, f, table.column(i).cast(f.type))
-    return table
+def _stored_casts(schema: pa.Schema) -> list[tuple[int, pa.Field]]:
+    return [(i, f.with_type(t)) for i, f in enumerate(schema) if (t := _stored_type(f.type)) != f.type]
 
 
-#: Recent export schemas and their casts (column index, stored field), newest last. A sink writes batches of
-#: one schema: comparing schemas is one C++ call, working the casts out again costs ~45 us (a Python call per
-#: field) on a 37-column decision record. Shared by the runners of a process (appends and deletes of a list are
-#: atomic; a lost entry only costs working it out again).
-_CASTS: list[tuple[pa.Schema, list[tuple[int, pa.Field]]]] = []
-_CASTS_MAX = 32
-
-
-def _casts_of(schema: pa.Schema) -> list[tuple[int, pa.Field]]:
-    for known, plan in reversed(_CASTS):
-        if known.equals(schema, check_metadata=True):
-            found: list[tuple[int, pa.Field]] = plan
-            return found
-    casts: list[tuple[int, pa.Field]] = []
-    for i, f in enumerate(schema):
-        t = _stored_type(f.type)
-        if t != f.type:
-            casts.append((i, f.with_type(t)))
-    if len(_CASTS) >= _CASTS_MAX:
-        del _CASTS[0]
-    _CASTS.append((schema, casts))
-    return casts
+#: The casts of each export schema, worked out once per schema (shared by the runners of a process).
+_AS_STORED = CastPlans(_stored_casts)
+_as_stored = _AS_STORED.apply
 
 
 def _check_guarantee(guarantee: str, commit_interval: float) -> str:
