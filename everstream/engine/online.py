@@ -587,13 +587,12 @@ class OnlineFeaturesOp(Operator):
             windows = part.windows
             for name, arr in win.items():
                 f = windows[name]
-                integer = f.kind == "count" or (f.column is not None and f.column in series
-                                                and series[f.column].dtype.is_integer()) or (
-                    f.column is not None and f.column in cols and cols[f.column].dtype.kind in "iu")
                 if f.kind == "count":  # whole numbers already (a difference of positions)
                     cols[name] = arr.astype(np.int64)
-                else:
-                    cols[name] = np.rint(arr).astype(np.int64) if integer else arr
+                    continue
+                integer = (f.column is not None and f.column in series and series[f.column].dtype.is_integer()) or (
+                    f.column is not None and f.column in cols and cols[f.column].dtype.kind in "iu")
+                cols[name] = np.rint(arr).astype(np.int64) if integer else arr
             for name in part.since:
                 assert prev is not None
                 cols[name] = np.where(prev == MIN_TIME, np.nan, (ts - prev).astype(np.float64))

@@ -187,21 +187,6 @@ _TYPE_NAMES = {pa.string(): b"string", pa.large_string(): b"large_string", pa.bi
 _NAMED_TYPES = {name: t for t, name in _TYPE_NAMES.items()}
 
 
-def as_views(data: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
-    """String and binary columns as Arrow view types (same values), which Polars takes without copying.
-
-    Polars stores strings as views; from offsets-based Arrow strings it builds them row by row (~16 ms
-    per 250,000 rows of two string columns), while this cast plus the hand-over takes ~3.5 ms — and a
-    consumer with ``string_views=True`` casts on its read-ahead thread. Only those columns are cast
-    (one call each): casting the whole batch to a new schema costs a call per column, ~10 us each.
-    """
-    for i, f in enumerate(data.schema):
-        view = _VIEW_OF.get(f.type)
-        if view is not None:
-            data = data.set_column(i, f.with_type(view), data.column(i).cast(view))
-    return data
-
-
 class CastPlans:
     """Column casts per schema (column index, target field), worked out by ``plan`` once per schema.
 
@@ -249,16 +234,40 @@ def _view_fields(schema: pa.Schema) -> list[tuple[int, pa.Field]]:
 _STORED_VIEWS = CastPlans(_view_fields)
 
 
-def as_plain(data: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
-    """Columns stored as views back to the types they were produced as (for consumers that did not ask
-    for views); a batch without stored views is returned as it is."""
-    for i, f in enumerate(data.schema):
+def _plain_fields(schema: pa.Schema) -> list[tuple[int, pa.Field]]:
+    """Columns stored as views, back to the types they were produced as (the tag dropped)."""
+    fields = []
+    for i, f in enumerate(schema):
         md = f.metadata
         if md and PRODUCED_AS in md:
-            produced = _NAMED_TYPES[md[PRODUCED_AS]]
             rest = {k: v for k, v in md.items() if k != PRODUCED_AS} or None
-            data = data.set_column(i, pa.field(f.name, produced, f.nullable, rest), data.column(i).cast(produced))
-    return data
+            fields.append((i, pa.field(f.name, _NAMED_TYPES[md[PRODUCED_AS]], f.nullable, rest)))
+    return fields
+
+
+def _view_casts(schema: pa.Schema) -> list[tuple[int, pa.Field]]:
+    return [(i, f.with_type(_VIEW_OF[f.type])) for i, f in enumerate(schema) if f.type in _VIEW_OF]
+
+
+_PLAIN = CastPlans(_plain_fields)
+_VIEWS = CastPlans(_view_casts)
+
+
+def as_plain(data: _Data) -> _Data:
+    """Columns stored as views back to the types they were produced as (for consumers that did not ask
+    for views); a batch without stored views is returned as it is."""
+    return _PLAIN.apply(data)
+
+
+def as_views(data: _Data) -> _Data:
+    """String and binary columns as Arrow view types (same values), which Polars takes without copying.
+
+    Polars stores strings as views; from offsets-based Arrow strings it builds them row by row (~16 ms
+    per 250,000 rows of two string columns), while this cast plus the hand-over takes ~3.5 ms — and a
+    consumer with ``string_views=True`` casts on its read-ahead thread. Only those columns are cast
+    (one call each), as worked out once per schema.
+    """
+    return _VIEWS.apply(data)
 
 
 def offsets_of(stored: pa.RecordBatch, base_offset: int) -> np.ndarray:
