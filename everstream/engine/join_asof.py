@@ -160,8 +160,9 @@ def stable_order(t: pl.Series) -> pl.Series:
     """The positions that sort ``t`` (integer times, no nulls) stably: ties keep their order.
 
     Each time is packed with its position into one int64 (``time - min`` in the high bits, the position
-    in the low ones), and the packed values, all distinct, are sorted by the unstable sort: about twice
-    as fast as a stable sort of the times. Times spanning too much for the packing sort stably."""
+    in the low ones), and the packed values, all distinct, are sorted by NumPy's unstable sort (SIMD
+    on x86: on one core ~1.5x faster than Polars' sort of the same values, ~2x faster than a stable
+    sort of the times). Times spanning too much for the packing sort stably."""
     n = t.len()
     if n < 2:
         return pl.Series(RIDX, range(n), dtype=pl.Int64)
@@ -169,8 +170,12 @@ def stable_order(t: pl.Series) -> pl.Series:
     lo, hi = int(t.min()), int(t.max())  # type: ignore[arg-type]
     if hi - lo >= 1 << (62 - bits):
         return t.to_frame("t").with_row_index(RIDX).sort("t", maintain_order=True).get_column(RIDX)
-    packed = (pl.lit(t).cast(pl.Int64) - lo) * (1 << bits) + pl.int_range(0, n, dtype=pl.Int64)
-    return pl.select((packed.sort() % (1 << bits)).alias(RIDX)).to_series()
+    packed = t.cast(pl.Int64).to_numpy() - lo  # a new array: the shifts below work in place
+    packed <<= bits
+    packed |= np.arange(n, dtype=np.int64)
+    packed.sort()
+    packed &= (1 << bits) - 1
+    return pl.Series(RIDX, packed)
 
 
 class AsofJoinOp(JoinOperator):
