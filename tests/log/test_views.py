@@ -1,5 +1,6 @@
 """String views: ``as_views`` casts string/binary columns to Arrow view types with the same values; the
-embedded log stores the user's string columns as views and reads them back as produced."""
+embedded log stores the user's string columns as views (batches of ``SMALL_BATCH_ROWS`` rows or more; smaller
+ones as they come) and reads them back as produced."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pyarrow.ipc as ipc
 import pytest
 
 from everstream.log import EmbeddedLog, TopicSpec
-from everstream.log.batch import PRODUCED_AS, as_views, decode
+from everstream.log.batch import PRODUCED_AS, SMALL_BATCH_ROWS, as_views, decode
 
 
 def _batch() -> pa.RecordBatch:
@@ -73,8 +74,14 @@ def _user(batch: pa.RecordBatch) -> pa.Table:
     return pa.Table.from_batches([batch]).select(["id", "s", "ls", "b", "sv", "tags"])
 
 
+def _many(table: pa.Table, rows: int) -> pa.Table:
+    """``table``'s rows repeated to ``rows`` rows or more, with distinct ids."""
+    t = pa.concat_tables([table] * (rows // table.num_rows + 1))
+    return t.set_column(0, "id", pa.array(range(t.num_rows), pa.int64()))
+
+
 def test_strings_are_stored_as_views_and_read_back_as_produced(tmp_path: Path) -> None:
-    produced = _produced()
+    produced = _many(_produced(), SMALL_BATCH_ROWS)
     with EmbeddedLog(tmp_path) as lg:
         lg.create_topic(TopicSpec("t", partitions=1))
         with lg.producer() as p:
@@ -95,6 +102,30 @@ def test_strings_are_stored_as_views_and_read_back_as_produced(tmp_path: Path) -
     assert got.to_pylist() == produced.to_pylist()
     assert views.schema.field("s").type == views.schema.field("ls").type == pa.string_view()
     assert views.to_pylist() == produced.to_pylist()
+
+
+@pytest.mark.parametrize("views", [False, True])
+def test_small_batches_are_stored_as_produced_and_read_with_the_large_ones_schema(tmp_path: Path,
+                                                                                   views: bool) -> None:
+    """A small batch is stored as it comes (no view casts, no compression); read in one poll with large ones,
+    every batch has one schema (the runtime makes one table of a poll) and the values are those produced."""
+    small, large = _produced(), _many(_produced(), SMALL_BATCH_ROWS)
+    with EmbeddedLog(tmp_path) as lg:
+        lg.create_topic(TopicSpec("t", partitions=1))
+        with lg.producer(linger_ms=0.0) as p:
+            for part in (small, large, small):
+                p.send_batch("t", part)
+                p.flush()
+        stored = [decode(payload) for payload in _payloads(tmp_path)]
+        assert [b.schema.field("s").type for b in stored] == [pa.string(), pa.string_view(), pa.string()]
+        with lg.consumer(string_views=views) as c:
+            c.assign([("t", 0)])
+            got = c.poll(1.0)
+    assert len({b.schema for b in got}) == 1
+    table = _user(pa.concat_batches(got))
+    assert table.schema.field("s").type == (pa.string_view() if views else pa.string())
+    assert table.schema.field("ls").type == (pa.string_view() if views else pa.large_string())
+    assert table.to_pylist() == pa.concat_tables([small, large, small]).to_pylist()
 
 
 def _store_plain(data_dir: Path, table: pa.Table) -> None:
