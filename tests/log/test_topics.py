@@ -170,3 +170,23 @@ def test_schema_rejects_unsupported_annotations() -> None:
 
     with pytest.raises(TypeError, match="union"):
         arrow_schema(Bad)
+
+
+def test_data_version_moves_on_other_connections_commits(data_dir: Path) -> None:
+    """``data_version`` stays put while nothing is committed and moves when another connection commits."""
+    watcher = EmbeddedLog(data_dir, durability="relaxed")
+    writer = EmbeddedLog(data_dir, durability="relaxed")
+    try:
+        writer.create_topic(TopicSpec("t", 1))
+        v0 = watcher.data_version()
+        assert watcher.data_version() == v0
+        with writer.producer(linger_ms=0.0) as producer:
+            producer.send_batch("t", pa.table({"x": [1, 2]}))
+            producer.flush()
+        v1 = watcher.data_version()
+        assert v1 != v0
+        assert watcher.data_version() == v1
+        assert watcher.describe_topic("t").partitions[0].end_offset == 2
+    finally:
+        writer.close()
+        watcher.close()

@@ -55,6 +55,11 @@ class EmbeddedLog(Log):
     def describe_topic(self, name: str) -> TopicInfo:
         return self._store.topic_info(self._store.topic(name))
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection (another producer, process or thread) commits
+        to this log: a cheap check (no I/O, ~10 us) before reading topic ends or records again."""
+        return self._store.data_version()
+
     def has_topic(self, name: str) -> bool:
         return self._store.find_topic(name) is not None
 
