@@ -301,7 +301,8 @@ def _by_txn(log: Any, topic: str, at_offset: np.ndarray, n: int) -> np.ndarray:
         for b in consumer.poll(0.5):
             off = b.column("_offset").to_numpy()
             pos = max(pos, int(off[-1]) + 1)
-            off, txn = off[off < len(at_offset)], b.column("txn_id").to_numpy()[off < len(at_offset)]
+            seen = off < len(at_offset)
+            off, txn = off[seen], b.column("txn_id").to_numpy()[seen]
             txn, first_in_batch = np.unique(txn, return_index=True)  # offsets ascend: the first record
             off = off[first_in_batch]
             new = np.isnan(out[txn])

@@ -56,8 +56,9 @@ class EmbeddedLog(Log):
         return self._store.topic_info(self._store.topic(name))
 
     def data_version(self) -> int:
-        """A number that changes whenever another connection (another producer, process or thread) commits
-        to this log: a cheap check (no I/O, ~10 us) before reading topic ends or records again."""
+        """A number that changes whenever another connection commits to this log (any producer, a consumer's
+        offset commit, another process; not this object's own topic admin): a cheap check (no I/O, ~10 us)
+        before reading topic ends or records again."""
         return self._store.data_version()
 
     def has_topic(self, name: str) -> bool:
