@@ -172,7 +172,6 @@ def _score_throughput(log: Any, output: str) -> int:
 def _score_on_one_core(data_dir: Path) -> int:
     """:func:`_score_throughput` in a child process pinned to one CPU before anything starts a thread, so the
     engine's threads and Polars', Arrow's and LightGBM's pools all share that core."""
-    import json
     import os
     import subprocess
     import sys
@@ -188,7 +187,7 @@ def _score_on_one_core(data_dir: Path) -> int:
                           timeout=900, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"bench ml: the one-core scoring run failed: {done.stderr[-2000:]}")
-    return int(json.loads(done.stdout.strip().splitlines()[-1]))
+    return int(done.stdout.strip().splitlines()[-1])
 
 
 def _quality(result: dict[str, Any], daily: list[dict[str, Any]], drift_day: int) -> None:
@@ -220,7 +219,7 @@ def _latency(data_dir: Path, durability: str, model: Any, rate: int, seconds: fl
     passed the record (watched every 0.25 ms; offsets are mapped to ``txn_id`` from the topics afterwards).
     ``pipeline="passthrough"``: the same hops with a trivial step (the floor). The first ``warmup_s`` of
     events are left out (first calls into LightGBM, NumPy, SQLite). ``producer_tick_s``: the producer sends
-    what is due every tick (0.5 ms: each payment on its own, about 2.5 per commit; 5 ms: a gateway batching
+    what is due every tick (0.5 ms: a commit every 0.5 ms, about 2.5 payments each; 5 ms: a gateway batching
     like Kafka's default ``linger.ms``).
 
     ``hops`` splits the figure per event (p50/p99, ms; one system-wide monotonic clock in both processes):
