@@ -1,16 +1,24 @@
 """Fast paths of the live cycle (few events per batch) against plain-Python references and the general paths:
 the sink's cached export casts, the stored record's metadata columns and the size check of the send path, and
-the one-partition watermark shortcuts."""
+the one-partition watermark shortcuts, the import of polls into Polars, plain-column selects and the
+on-arrival feature outputs built as one Arrow batch."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
 
+import everstream as es
 from everstream.engine import runtime as rt
+from everstream.engine.online import _series, frame_of
+from everstream.engine.testing import read_topic
 from everstream.engine.time import MAX_TIME, MIN_TIME, PartitionWatermarks
+from everstream.errors import StepError
+from everstream.log import EmbeddedLog, TopicSpec
 from everstream.log.contract import KEY_COL, TIMESTAMP_COL, TIMESTAMP_TYPE
 from everstream.log.records import _cell_bytes, add_meta, oversize_rows
 
@@ -120,3 +128,58 @@ def test_one_partition_watermarks_equal_plain_python() -> None:
     idle = PartitionWatermarks(1, 1_000, 10_000, lambda: clock[0])
     idle.observe(0, 9_000)
     assert idle.current() == 8_000 and idle.row_watermarks(0, np.array([9_500], np.int64)).tolist() == [8_000]
+
+
+def test_imported_polls_equal_from_arrow() -> None:
+    """The C stream import gives the frame ``pl.from_arrow`` gives: types (views, dictionaries, nested, time),
+    nulls, values and one chunk per batch."""
+    batch = pa.record_batch({
+        "s": pa.array(["a", None, "a string longer than twelve bytes"], pa.string_view()),
+        "b": pa.array([b"\x00", None, b"x"], pa.binary_view()),
+        "d": pa.array(["u", "v", None]).dictionary_encode(),
+        "l": pa.array([["p"], None, []], pa.list_(pa.string())),
+        "st": pa.array([{"k": 1}, None, {"k": 3}]),
+        "t": pa.array([1, None, 3], pa.timestamp("ms")),
+        "f": pa.array([1.5, None, float("nan")]),
+    })
+    for table in (pa.Table.from_batches([batch]), pa.Table.from_batches([batch, batch.slice(1)]),
+                  pa.Table.from_batches([], batch.schema)):
+        got, want = rt._imported(table), pl.from_arrow(table, rechunk=False)
+        assert isinstance(want, pl.DataFrame)
+        assert got.schema == want.schema and got.equals(want) and got.n_chunks() == want.n_chunks()
+
+
+def test_frame_of_equals_a_polars_series_per_column() -> None:
+    cols = {
+        "f": np.array([1.5, np.nan, -0.0]), "f32": np.array([np.nan, 2.0, 3.0], np.float32),
+        "i": np.array([1, -2, 3]), "u": np.array([1, 2, 3], np.uint32), "b": np.array([True, False, True]),
+    }
+    got = frame_of(cols)
+    want = pl.DataFrame([_series(k, v) for k, v in cols.items()])
+    assert got.schema == want.schema and got.equals(want)
+    assert got.get_column("f").null_count() == 1 and got.get_column("f32").dtype == pl.Float64
+    objects = {"o": np.array(["x", None], dtype=object), "i": np.array([1, 2])}  # other kinds: as Polars infers
+    assert frame_of(objects).equals(pl.DataFrame([_series(k, v) for k, v in objects.items()]))
+    assert frame_of({}).width == 0
+
+
+def test_plain_column_select_keeps_metadata_and_names_a_missing_column(tmp_path: Path) -> None:
+    """``select("a", "b")`` (no expressions) takes the plain path; the output equals the input's columns, the
+    records keep their offsets, and a column the events lack fails with the step's error."""
+    log = EmbeddedLog(tmp_path / "data")
+    log.create_topic(TopicSpec("in", 1))
+    rows = pl.DataFrame({"id": list(range(20)), "x": [float(i) / 3 for i in range(20)], "s": ["p", "q"] * 10})
+    with log.producer() as producer:
+        for part in rows.iter_slices(7):
+            producer.send_batch("in", part.to_arrow())
+    app = es.App("plain-select")
+    app.stream("in").select("s", "id").to("out")
+    app.run(log, until_idle=True)
+    got = read_topic(log, "out")
+    assert [c for c in got.columns if not c.startswith("_")] == ["s", "id"]  # the select's order, nothing else
+    assert got.select("s", "id").equals(rows.select("s", "id"))
+    bad = es.App("plain-select-missing")
+    bad.stream("in").select("id", "nope").to("out2")
+    with pytest.raises(StepError, match="nope"):
+        bad.run(log, until_idle=True)
+    log.close()
