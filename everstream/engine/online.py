@@ -625,8 +625,6 @@ class OnlineFeaturesOp(Operator):
         keep = self.spec.keep
         kept = have if keep is None else [c for c in have if c in keep or c in _INTERNAL]
         base = df if len(kept) == len(have) else df[kept]  # selecting every column still costs a Polars call
-        if not out.width:
-            return base
         if not self.outputs.isdisjoint(base.columns):
             return base.with_columns(out.get_columns())
         return base.hstack(out)  # no lazy-engine round trip (a with_columns costs ~1 ms on a 5-row batch)
