@@ -201,18 +201,33 @@ def merge_results(saved: dict[str, Any] | None, new: list[dict[str, Any]], sizes
     """The results file after a partial run: ``saved``'s entries with those of ``new`` replacing the same
     (suite, query, engine); new cells are added. A suite whose size differs from the saved one cannot be
     merged (the report states one size per suite): ConfigError naming both sizes and the fix."""
+    new = [{**r, "date": r.get("date", day.isoformat())} for r in new]  # each cell says when it was measured
     if saved is None:
-        return {"date": day.isoformat(), "sizes": dict(sizes), "elapsed_s": elapsed_s, "results": list(new)}
+        return {"date": day.isoformat(), "sizes": dict(sizes), "elapsed_s": elapsed_s, "results": new}
     touched = {r["suite"] for r in new}
     check_sizes(saved, touched, sizes)
     old_sizes: dict[str, int] = dict(saved.get("sizes", {}))
     keys = {(r["suite"], r["query"], r["engine"]) for r in new}
-    kept = [r for r in saved.get("results", []) if (r["suite"], r["query"], r["engine"]) not in keys]
+    kept = [{**r, "date": r.get("date", saved.get("date"))}  # older files dated the file, not its cells
+            for r in saved.get("results", []) if (r["suite"], r["query"], r["engine"]) not in keys]
     merged_sizes = {**old_sizes, **{s: sizes[s] for s in touched}}
     for suite, n in sizes.items():
         merged_sizes.setdefault(suite, n)
     return {"date": day.isoformat(), "sizes": merged_sizes,
-            "elapsed_s": float(saved.get("elapsed_s", 0.0)) + elapsed_s, "results": kept + list(new)}
+            "elapsed_s": float(saved.get("elapsed_s", 0.0)) + elapsed_s, "results": kept + new}
+
+
+def _days(results: list[dict[str, Any]]) -> list[str]:
+    """A line naming the day each row was measured, when partial runs merged rows of several days (this
+    host's speed moves between days: compare engines within a row, not across rows); none for one day."""
+    rows: dict[str, set[str]] = {}
+    for r in results:
+        if r.get("date"):
+            rows.setdefault(f"{r['suite']} {r['query']}", set()).add(str(r["date"]))
+    if len({d for days in rows.values() for d in days}) <= 1:
+        return []
+    said = "; ".join(f"{row} on {', '.join(sorted(days))}" for row, days in sorted(rows.items()))
+    return [f"Rows were measured on different days (partial runs merged; compare engines within a row): {said}."]
 
 
 def spread(r: dict[str, Any]) -> str:
@@ -271,7 +286,7 @@ def write_report(results: list[dict[str, Any]], sizes: dict[str, int], out_md: P
         "Versions: " + ", ".join(f"{k} {v}" for k, v in _versions().items()) + ".",
         f"Sizes: finance {sizes['finance']:,} trades; Nexmark {sizes['nexmark']:,} events (Person:Auction:Bid "
         "1:3:46). One run per cell (fresh process), except cells showing `[min–max] ×N`: the median of N runs "
-        "(`--repeat`), with the range of their ev/s.", "",
+        "(`--repeat`), with the range of their ev/s.", *_days(results), "",
         "- **ev/s**: input events / wall seconds. everstream: log -> engine -> log with the input already in the "
         "embedded log; Polars, DuckDB, Bytewax: Parquet -> result in memory; PyFlink: CSV copy -> result written "
         "by the job (Flink's filesystem connector, CSV; the updating q4/q17 into a blackhole sink), with the rows "

@@ -133,13 +133,26 @@ def test_merge_replaces_same_cells_and_keeps_the_rest() -> None:
     # untouched suites keep their saved size even if the command line said otherwise
     assert got["sizes"] == {"finance": 1000, "nexmark": 500}
     assert got["elapsed_s"] == 90.0 and got["date"] == "2026-01-02"
+    # each cell says when it was measured: the new ones today, the kept ones the saved file's day
+    days = {(r["query"], r["engine"]): r["date"] for r in got["results"]}
+    assert days[("w4", "bytewax")] == days[("w4", "pathway")] == "2026-01-02"
+    assert days[("w4", "everstream")] == days[("w5", "bytewax")] == "2026-01-01"
 
 
 def test_merge_into_nothing_is_the_new_run() -> None:
     new = [_r("bytewax", "w4", 11.0)]
     got = compare.merge_results(None, new, {"finance": 1000, "nexmark": 500}, 3.0, DAY)
     assert got == {"date": "2026-01-02", "sizes": {"finance": 1000, "nexmark": 500}, "elapsed_s": 3.0,
-                   "results": new}
+                   "results": [{**new[0], "date": "2026-01-02"}]}
+
+
+def test_report_names_the_days_only_when_rows_differ() -> None:
+    one = [{**_r("bytewax", "w4", 1.0), "date": "2026-01-02"}, {**_r("polars", "w5", 1.0), "date": "2026-01-02"}]
+    assert compare._days(one) == []
+    two = [*one, {**_r("everstream", "w4", 1.0), "date": "2026-01-01"}]
+    assert compare._days(two) == [
+        "Rows were measured on different days (partial runs merged; compare engines within a row): "
+        "finance w4 on 2026-01-01, 2026-01-02; finance w5 on 2026-01-02."]
 
 
 def test_merge_refuses_a_different_size() -> None:
@@ -163,3 +176,4 @@ def test_report_only_reads_the_results_option(tmp_path: Path) -> None:
     md = (tmp_path / "scratch.md").read_text()  # the report goes beside a non-default results file
     row = next(ln for ln in md.splitlines() if ln.startswith("| finance | w4 |"))
     assert "155 k ev/s [150–162 k] ×3" in row
+    assert "finance w4 on 2026-01-01, 2026-01-02" in md  # the kept everstream cell is older than bytewax's
