@@ -161,7 +161,8 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     All runs ok: the run whose events/s is the median (``median_low``, so its other fields belong to a
     real run), with ``events_per_s`` and ``events_per_cpu_s`` replaced by the medians over all runs,
     ``peak_rss_mb`` the maximum, ``correct`` only if every run was correct (else the first wrong run's
-    ``check``), and the spread: ``runs``, ``events_per_s_min``/``_max`` and ``events_per_s_runs``.
+    ``check``), ``host_reference_ms`` the median (when the runs carry it), and the spread: ``runs``,
+    ``events_per_s_min``/``_max`` and ``events_per_s_runs``.
     Any run not ok: the first such run (a failure is not averaged away), with ``runs`` and
     ``failed_runs``."""
     if not runs:
@@ -180,6 +181,9 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
                events_per_s_max=round(max(rates)), events_per_s_runs=[round(x) for x in rates],
                events_per_cpu_s=round(statistics.median(cpu)) if cpu else None,
                peak_rss_mb=max(float(r.get("peak_rss_mb") or 0.0) for r in runs), correct=not wrong)
+    hosts = [float(r["host_reference_ms"]) for r in runs if r.get("host_reference_ms")]
+    if hosts:
+        out["host_reference_ms"] = round(statistics.median(hosts), 2)
     if wrong:
         out["check"] = f"{len(wrong)} of {len(runs)} runs wrong; first: {wrong[0].get('check')}"
     return out
@@ -228,6 +232,17 @@ def _days(results: list[dict[str, Any]]) -> list[str]:
         return []
     said = "; ".join(f"{row} on {', '.join(sorted(days))}" for row, days in sorted(rows.items()))
     return [f"Rows were measured on different days (partial runs merged; compare engines within a row): {said}."]
+
+
+def _hosts(results: list[dict[str, Any]]) -> list[str]:
+    """A line with the host's speed at everstream's runs (``host_reference_ms``, the median over a cell's
+    runs), when the results carry it: a figure that moved between reports with it is the host, not the code."""
+    said = [f"{r['suite']} {r['query']} {r['host_reference_ms']:.0f} ms" for r in results
+            if r["engine"] == "everstream" and r.get("host_reference_ms")]
+    if not said:
+        return []
+    return ["Host speed at everstream's runs (`host_reference_ms` of everstream.bench.host, a fixed one-thread "
+            f"workload; lower is faster): {'; '.join(sorted(said))}."]
 
 
 def spread(r: dict[str, Any]) -> str:
@@ -286,7 +301,7 @@ def write_report(results: list[dict[str, Any]], sizes: dict[str, int], out_md: P
         "Versions: " + ", ".join(f"{k} {v}" for k, v in _versions().items()) + ".",
         f"Sizes: finance {sizes['finance']:,} trades; Nexmark {sizes['nexmark']:,} events (Person:Auction:Bid "
         "1:3:46). One run per cell (fresh process), except cells showing `[min–max] ×N`: the median of N runs "
-        "(`--repeat`), with the range of their ev/s.", *_days(results), "",
+        "(`--repeat`), with the range of their ev/s.", *_days(results), *_hosts(results), "",
         "- **ev/s**: input events / wall seconds. everstream: log -> engine -> log with the input already in the "
         "embedded log; Polars, DuckDB, Bytewax: Parquet -> result in memory; PyFlink: CSV copy -> result written "
         "by the job (Flink's filesystem connector, CSV; the updating q4/q17 into a blackhole sink), with the rows "

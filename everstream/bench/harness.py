@@ -4,7 +4,8 @@ The data is generated once per ``(suite, events, seed)`` into Parquet (the peers
 file), copied into an embedded log (not timed), then the engine runs the query until idle (timed:
 ``seconds``, from the runner's start; library imports come first, as in the peers' runners), its
 output topic is read back and compared with the DuckDB batch reference.
-``peak_rss_mb`` is the process's peak resident memory sampled during the engine run.
+``peak_rss_mb`` is the process's peak resident memory sampled during the engine run;
+``host_reference_ms`` how fast the host ran just before it (:mod:`everstream.bench.host`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pyarrow.parquet as pq
 
 from everstream.bench import data
 from everstream.bench.check import compare, epoch_ms, reference
+from everstream.bench.host import host_reference
 from everstream.bench.queries import Query, get
 from everstream.errors import ConfigError
 
@@ -176,6 +178,7 @@ def run(suite: str, name: str, events: int, *, seed: int = 7, data_dir: Path | N
             # pyarrow imports pandas on its first pa.array() (~0.3 s here; the runner pays it on start):
             # a one-time import, done before the timer as the peers import their libraries before theirs
             pa.array(np.zeros(1))
+            host = host_reference()  # how fast the host runs now: compare runs of other days by it too
             with RssSampler() as rss:
                 t0, c0 = time.perf_counter(), time.process_time()
                 result = app.run(log, until_idle=True, poll_timeout=0.001)
@@ -191,5 +194,5 @@ def run(suite: str, name: str, events: int, *, seed: int = 7, data_dir: Path | N
         "cpu_seconds": round(cpu, 4), "events_per_cpu_s": round(rows / cpu) if cpu > 0 else None,
         "peak_rss_mb": round(rss.peak, 1), "correct": ok, "check": detail, "output_rows": out.height,
         "late_events": result.late_events, "dead_letters": result.dead_letters, "notes": q.notes, "seed": seed,
-        "python": sys.version.split()[0], "machine": platform.machine(),
+        "python": sys.version.split()[0], "machine": platform.machine(), **host,
     }

@@ -24,6 +24,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from everstream.bench.host import host_reference
+
 
 def run(*, days: int = 20, per_day: int = 25_000, drift_day: int = 10, retrain_days: int = 2,
         maturity_days: int = 4, rate: int = 5_000, latency_s: float = 5.0, retrain_rows: int = 1_000_000,
@@ -47,7 +49,8 @@ def run(*, days: int = 20, per_day: int = 25_000, drift_day: int = 10, retrain_d
     from everstream.ml.features import FEATURES
     from everstream.ml.simulation import DAY_MS
 
-    result: dict[str, Any] = {"bench": "ml", "days": days, "per_day": per_day, "drift_day": drift_day}
+    result: dict[str, Any] = {"bench": "ml", "days": days, "per_day": per_day, "drift_day": drift_day,
+                              **host_reference()}  # how fast the host runs now (compare other days' runs by it)
     with tempfile.TemporaryDirectory() as tmp:
         log = EmbeddedLog(Path(tmp) / "data", durability="relaxed")
         pay = simulate(days=days, transactions_per_day=per_day, drift_day=drift_day, seed=seed,

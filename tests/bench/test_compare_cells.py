@@ -146,6 +146,19 @@ def test_merge_into_nothing_is_the_new_run() -> None:
                    "results": [{**new[0], "date": "2026-01-02"}]}
 
 
+def test_host_reference_is_the_cells_median_and_reported_for_everstream() -> None:
+    runs = [{**_r("everstream", "w4", float(x)), "host_reference_ms": h} for x, h in ((1e6, 90.0), (2e6, 80.0),
+                                                                                   (3e6, 200.0))]
+    cell = compare.summarize_runs(runs)
+    assert cell["host_reference_ms"] == 90.0  # the median, not the median run's own (80)
+    peer = {**_r("polars", "w4", 1.0), "host_reference_ms": 5.0}  # only everstream's runs measure it
+    assert compare._hosts([cell, peer]) == [
+        "Host speed at everstream's runs (`host_reference_ms` of everstream.bench.host, a fixed one-thread "
+        "workload; lower is faster): finance w4 90 ms."]
+    assert compare._hosts([_r("everstream", "w4", 1.0)]) == []
+    assert "host_reference_ms" not in compare.summarize_runs([_r("b", "w4", 1.0), _r("b", "w4", 2.0)])
+
+
 def test_report_names_the_days_only_when_rows_differ() -> None:
     one = [{**_r("bytewax", "w4", 1.0), "date": "2026-01-02"}, {**_r("polars", "w5", 1.0), "date": "2026-01-02"}]
     assert compare._days(one) == []
