@@ -151,6 +151,23 @@ _SMALL_KEYS = 512
 KEY_CACHE_MAX = 100_000
 
 
+def record_partition(topic: str, key: bytes | None, partitions: int, sticky: int, compact: bool,
+                     cache: dict[bytes, int]) -> int:
+    """The partition of one record sent to ``topic``: by its key's hash (through the producer's ``cache``),
+    or the producer's ``sticky`` partition when it has no key. A compacted topic keeps the latest value per
+    key, so a record without a key is refused (ConfigError)."""
+    if key is None:
+        if compact:
+            raise ConfigError(f"topic {topic!r} is compacted (latest value per key): every record needs a key")
+        return sticky
+    p = cache.get(key, -1)
+    if p < 0:
+        p = partition_for(key, partitions)
+        if len(cache) < KEY_CACHE_MAX:
+            cache[key] = p
+    return p
+
+
 def _cached_partitions(keys: list[bytes | None], partitions: int, cache: dict[bytes, int]) -> np.ndarray:
     """Partitions of ``keys`` (None -> -1) through ``cache``; hashes only the keys it does not hold."""
     get = cache.get

@@ -110,3 +110,20 @@ def test_partitions_for_column_matches_partition_for() -> None:
         got = partitions_for_column(keys, n).tolist()
         want = [-1 if k is None else partition_for(k.encode(), n) for k in keys.to_pylist()]
         assert got == want
+
+
+def test_record_partition_hashes_caches_up_to_the_limit_and_refuses_keyless_compacted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from everstream.log import partitioner
+
+    monkeypatch.setattr(partitioner, "KEY_CACHE_MAX", 3)
+    cache: dict[bytes, int] = {}
+    keys = [f"acct-{i}".encode() for i in range(10)]
+    got = [partitioner.record_partition("t", k, 7, 5, False, cache) for k in keys]
+    assert got == [partition_for(k, 7) for k in keys]  # the Kafka partition of each key
+    assert cache == {k: partition_for(k, 7) for k in keys[:3]}  # the cache stops at its limit
+    cache[keys[0]] = 6  # a cached key is looked up, not hashed again
+    assert partitioner.record_partition("t", keys[0], 7, 5, False, cache) == 6
+    assert partitioner.record_partition("t", None, 7, 5, False, cache) == 5  # no key: the sticky partition
+    with pytest.raises(ConfigError, match=r"topic 'ledger' is compacted .* every record needs a key"):
+        partitioner.record_partition("ledger", None, 7, 5, True, cache)

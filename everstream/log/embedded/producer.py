@@ -27,11 +27,7 @@ from everstream.log.contract import (
 )
 from everstream.log.embedded.store import Store, TopicRow, now_ms
 from everstream.log.embedded.wal import WalCheckpointer
-from everstream.log.partitioner import (
-    KEY_CACHE_MAX,
-    key_bytes,
-    partition_for,
-)
+from everstream.log.partitioner import key_bytes, record_partition
 from everstream.log.records import (
     DEAD_LETTER_SCHEMA,
     DeadLetter,
@@ -167,18 +163,9 @@ class EmbeddedProducer(Producer):
         t = self._topics.get(topic) or self._load(topic)
         rec = value if type(value) is dict else record_to_dict(value)
         kb = key if type(key) is bytes or key is None else key_bytes(key)
-        if kb is None:
-            if t.row.spec.compact:
-                raise ConfigError(
-                    f"topic {topic!r} is compacted (latest value per key): every record needs a key"
-                )
-            p = t.sticky
-        else:
-            p = t.key_partition.get(kb, -1)
-            if p < 0:
-                p = partition_for(kb, t.partitions)
-                if len(t.key_partition) < KEY_CACHE_MAX:
-                    t.key_partition[kb] = p
+        p = -1 if kb is None else t.key_partition.get(kb, -1)  # the common case inline: a key seen before
+        if p < 0:
+            p = record_partition(topic, kb, t.partitions, t.sticky, t.row.spec.compact, t.key_partition)
         ts = time.time_ns() // 1_000_000 if timestamp is None else timestamp_ms(timestamp, 0)
         with self._lock:
             pend = self._buf.get((topic, p))

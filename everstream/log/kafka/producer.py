@@ -38,7 +38,7 @@ from everstream.log.contract import (
 )
 from everstream.log.kafka import codec
 from everstream.log.kafka.client import base_config, describe, error_of, logger
-from everstream.log.partitioner import key_bytes, keys_to_binary, partition_for
+from everstream.log.partitioner import key_bytes, keys_to_binary, partition_for, record_partition
 from everstream.log.records import (
     DEAD_LETTER_SCHEMA,
     DeadLetter,
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
     from everstream.log.kafka.log import KafkaLog
     from everstream.log.kafka.transaction import KafkaTransactionalProducer
 
-_KEY_CACHE_MAX = 100_000
 BatchT = TypeVar("BatchT", pa.RecordBatch, pa.Table)
 _CODECS = {"lz4": "lz4", "zstd": "zstd", "none": "none"}
 
@@ -170,16 +169,9 @@ class KafkaProducer(Producer):
         t = self._topics.get(topic) or self._load(topic)
         rec = value if type(value) is dict else record_to_dict(value)
         kb = key if type(key) is bytes or key is None else key_bytes(key)
-        if kb is None:
-            if t.spec.compact:
-                raise ConfigError(f"topic {topic!r} is compacted (latest value per key): every record needs a key")
-            p = t.sticky
-        else:
-            p = t.key_partition.get(kb, -1)
-            if p < 0:
-                p = partition_for(kb, t.partitions)
-                if len(t.key_partition) < _KEY_CACHE_MAX:
-                    t.key_partition[kb] = p
+        p = -1 if kb is None else t.key_partition.get(kb, -1)  # the common case inline: a key seen before
+        if p < 0:
+            p = record_partition(topic, kb, t.partitions, t.sticky, t.spec.compact, t.key_partition)
         ts = time.time_ns() // 1_000_000 if timestamp is None else timestamp_ms(timestamp, 0)
         with self._lock:
             pend = self._buf.get(topic)
