@@ -1,7 +1,7 @@
 """How fast this host runs right now: a fixed reference workload timed beside each benchmark.
 
 On a shared machine the same code's figures move by up to 2x between days (measured here: W4 on one core
-took 1.9 s of CPU one day and 4.2-5.0 s the evening before, at the same commit). A figure alone cannot tell
+took 1.9 s of CPU one day and about 4.4 s the evening before, with the same engine code). A figure alone cannot tell
 a slower host from slower code, so each benchmark's JSON carries ``host_reference_ms``: the time of a fixed,
 seeded, single-threaded workload made of the engine's own kinds of work (an Arrow IPC stream with LZ4 written
 and read back, a NumPy sort, a Python loop), the best of ``repeat`` runs, taken just before the measurement.
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-ROWS = 1 << 20  # rows of the IPC table and values sorted: ~10-20 ms per part on this kind of machine
+ROWS = 1 << 20  # rows of the IPC table and values sorted (here, quiet: IPC ~48 ms, sort ~5 ms, loop ~31 ms)
 LOOP = 400_000  # iterations of the Python loop
 
 
